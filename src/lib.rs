@@ -13,8 +13,10 @@ pub mod config;
 pub mod domain;
 pub mod error;
 pub mod expiry;
+pub mod secret;
 pub mod server;
 pub mod store;
+pub mod time;
 pub mod tls;
 
 pub use error::{Error, Result};
