@@ -1,1 +1,118 @@
+//! Server configuration: a TOML file (`serve --config FILE`, unknown keys refused)
+//! overlaid by command-line flags. Every key has a default, so no file is needed.
+//! Hooks and notifications will live here too: they come only from this file on
+//! disk, never from the API (an API token must never become code on the box).
 
+use crate::domain::duration;
+use crate::error::{Error, Result};
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The file, as written. Every field optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub listen: Option<SocketAddr>,
+    pub data_dir: Option<PathBuf>,
+    pub public_url: Option<String>,
+    pub plain_http: Option<bool>,
+    pub behind_proxy: Option<bool>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub workers: Option<usize>,
+    pub log_level: Option<String>,
+    #[serde(default)]
+    pub limits: LimitsFile,
+    #[serde(default)]
+    pub login: LoginFile,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsFile {
+    pub max_connections: Option<usize>,
+    pub max_connections_per_ip: Option<usize>,
+    pub handshake_timeout: Option<String>,
+    pub head_timeout: Option<String>,
+    pub body_timeout: Option<String>,
+    pub idle_timeout: Option<String>,
+    pub max_waiters: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoginFile {
+    pub attempts_per_minute: Option<u32>,
+    pub session_lifetime: Option<String>,
+}
+
+impl FileConfig {
+    pub fn read(path: &Path) -> Result<FileConfig> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::Startup(format!("cannot read config {}: {e}", path.display())))?;
+        toml::from_str(&text).map_err(|e| Error::Startup(format!("config {}: {}", path.display(), e.message())))
+    }
+}
+
+/// The resolved configuration `serve` runs with.
+#[derive(Clone, Debug)]
+pub struct ServeConfig {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub public_url: String,
+    pub plain_http: bool,
+    pub behind_proxy: bool,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub workers: usize,
+    pub max_connections: usize,
+    pub max_connections_per_ip: usize,
+    pub handshake_timeout: Duration,
+    pub head_timeout: Duration,
+    pub body_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_waiters: usize,
+    pub login_attempts_per_minute: u32,
+    pub session_lifetime: Duration,
+}
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8443";
+pub const DEFAULT_DATA_DIR: &str = "./jitgate-data";
+
+/// Parses a duration setting such as `"10s"`.
+pub fn setting_duration(key: &str, text: &str) -> Result<Duration> {
+    duration::parse(text).map(Duration::from_secs).map_err(|e| Error::Startup(format!("{key}: {e}")))
+}
+
+impl ServeConfig {
+    /// Checks the combination: plain HTTP only on loopback unless behind a proxy, a
+    /// certificate needs its key.
+    pub fn validate(&self) -> Result<()> {
+        if self.plain_http && !self.listen.ip().is_loopback() && !self.behind_proxy {
+            return Err(Error::Startup(format!(
+                "plain HTTP on {} would send tokens in the clear: listen on a loopback address, or add --behind-proxy when a TLS proxy is in front",
+                self.listen
+            )));
+        }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err(Error::Startup("--tls-cert and --tls-key go together".into()));
+        }
+        if self.workers == 0 || self.workers > 256 {
+            return Err(Error::Startup("workers must be between 1 and 256".into()));
+        }
+        if self.max_connections == 0 || self.max_connections_per_ip == 0 || self.max_waiters == 0 {
+            return Err(Error::Startup("connection and waiter limits must be at least 1".into()));
+        }
+        Ok(())
+    }
+
+    pub fn scheme(&self) -> &'static str {
+        if self.plain_http {
+            "http"
+        } else {
+            "https"
+        }
+    }
+}

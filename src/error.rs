@@ -19,6 +19,8 @@ pub enum Error {
     Unauthenticated(String),
     #[error("{0}")]
     Forbidden(String),
+    #[error("method not allowed here; allowed: {0}")]
+    MethodNotAllowed(String),
     #[error("{what} {name} not found")]
     NotFound { what: &'static str, name: String },
     /// A state conflict other than a lifecycle transition (duplicate name, in use, …).
@@ -60,6 +62,7 @@ impl Error {
             Error::Unauthenticated(_) => 401,
             Error::Forbidden(_) => 403,
             Error::NotFound { .. } => 404,
+            Error::MethodNotAllowed(_) => 405,
             Error::Conflict { .. } | Error::WrongState { .. } => 409,
             Error::RateLimited { .. } => 429,
             Error::Unavailable(_) => 503,
@@ -75,6 +78,7 @@ impl Error {
             Error::Unauthenticated(_) => "unauthenticated",
             Error::Forbidden(_) => "forbidden",
             Error::NotFound { .. } => "not_found",
+            Error::MethodNotAllowed(_) => "method_not_allowed",
             Error::WrongState { .. } => "wrong_state",
             Error::RateLimited { .. } => "rate_limited",
             Error::Unavailable(_) => "unavailable",

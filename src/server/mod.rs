@@ -1,1 +1,135 @@
+//! `jitgate serve`: wires the pieces together and runs them until SIGTERM/SIGINT.
+//!
+//! Threads: the listener (`front`, accept + TLS + limits), the HTTP workers
+//! (tiny_http on a private Unix socket), long-poll waiters, the expiry timer and the
+//! signal watcher. Shutdown: wake the long polls, stop accepting, finish requests in
+//! flight, stop the workers and the timer, checkpoint the database, exit 0.
 
+pub mod api;
+pub mod app;
+pub mod auth;
+mod bootstrap;
+pub mod front;
+pub mod http;
+pub mod routes;
+pub mod views;
+pub mod wait;
+
+use crate::config::ServeConfig;
+use crate::error::{Error, Result};
+use crate::hub::Hub;
+use crate::metrics::Metrics;
+use crate::store::Store;
+use crate::{datadir, expiry, tls};
+use app::App;
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
+
+pub fn serve(cfg: ServeConfig) -> Result<()> {
+    cfg.validate()?;
+    datadir::prepare(&cfg.data_dir)?;
+    let store = Arc::new(Store::open(&datadir::database(&cfg.data_dir)?)?);
+    bootstrap::first_start(&store, &cfg.data_dir)?;
+    let metrics = Arc::new(Metrics::default());
+    let closed = expiry::catch_up(&store, &metrics)?;
+    if closed > 0 {
+        crate::info!("closed {closed} requests that ran out while the server was down");
+    }
+    let tls = load_tls(&cfg)?;
+    let socket = datadir::socket_dir(&cfg.data_dir)?.join("http.sock");
+    let http = Arc::new(
+        tiny_http::Server::http_unix(&socket)
+            .map_err(|e| Error::Startup(format!("internal socket {}: {e}", socket.display())))?,
+    );
+    let hub = Arc::new(Hub::default());
+    let app = Arc::new(App {
+        store: store.clone(),
+        hub: hub.clone(),
+        metrics: metrics.clone(),
+        login_limiter: auth::RateLimiter::new(cfg.login_attempts_per_minute),
+        waiters: AtomicUsize::new(0),
+        front_stats: Default::default(),
+        config: cfg.clone(),
+    });
+    let mut workers = Vec::new();
+    for _ in 0..cfg.workers {
+        let (app, http) = (app.clone(), http.clone());
+        workers.push(std::thread::Builder::new().name("http-worker".into()).spawn(move || app::worker(app, http))?);
+    }
+    let timer = expiry::spawn(store.clone(), hub.clone(), metrics)?;
+    let front = front::Front::bind(cfg.listen, tls, socket, limits(&cfg))
+        .map_err(|e| Error::Startup(format!("cannot listen on {}: {e}", cfg.listen)))?;
+    let _ = app.front_stats.set(front.stats());
+    watch_signals(hub.clone(), front.shutdown_handle())?;
+    let served = front.run();
+    crate::info!("stopping: no longer accepting; finishing requests in flight");
+    hub.stop();
+    for _ in &workers {
+        http.unblock();
+    }
+    for w in workers {
+        let _ = w.join();
+    }
+    let _ = timer.join();
+    store.close()?;
+    served?;
+    crate::info!("stopped cleanly");
+    Ok(())
+}
+
+fn load_tls(cfg: &ServeConfig) -> Result<Option<Arc<rustls::ServerConfig>>> {
+    if cfg.plain_http {
+        crate::warn!("TLS is off (--plain-http): tokens cross {} in the clear", cfg.listen);
+        return Ok(None);
+    }
+    let source = match (&cfg.tls_cert, &cfg.tls_key) {
+        (Some(cert), Some(key)) => tls::Source::Files { cert: cert.clone(), key: key.clone() },
+        _ => tls::Source::SelfSigned { data_dir: cfg.data_dir.clone(), names: certificate_names(cfg) },
+    };
+    let loaded = tls::load(&source)?;
+    crate::info!("TLS certificate SHA-256 fingerprint: {}", loaded.fingerprint);
+    Ok(Some(loaded.config))
+}
+
+/// Names for a self-signed certificate: loopback, the listen address, the host name.
+fn certificate_names(cfg: &ServeConfig) -> Vec<String> {
+    let mut names = vec!["localhost".to_string(), "127.0.0.1".to_string(), "::1".to_string()];
+    let ip = cfg.listen.ip();
+    if !ip.is_unspecified() && !ip.is_loopback() {
+        names.push(ip.to_string());
+    }
+    if let Ok(host) = std::fs::read_to_string("/etc/hostname") {
+        let host = host.trim();
+        if !host.is_empty() && crate::domain::check_name("host", host).is_ok() {
+            names.push(host.to_string());
+        }
+    }
+    names
+}
+
+fn limits(cfg: &ServeConfig) -> front::Limits {
+    front::Limits {
+        max_connections: cfg.max_connections,
+        max_connections_per_ip: cfg.max_connections_per_ip,
+        handshake_timeout: cfg.handshake_timeout,
+        head_timeout: cfg.head_timeout,
+        body_timeout: cfg.body_timeout,
+        idle_timeout: cfg.idle_timeout,
+        ..front::Limits::default()
+    }
+}
+
+/// SIGTERM and SIGINT: wake the long polls (they answer with the current state),
+/// then stop the listener, which lets requests in flight finish.
+fn watch_signals(hub: Arc<Hub>, front: front::ShutdownHandle) -> Result<()> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])?;
+    std::thread::Builder::new().name("signals".into()).spawn(move || {
+        if let Some(sig) = signals.forever().next() {
+            crate::info!("signal {sig} received");
+            hub.stop();
+            front.shutdown();
+        }
+    })?;
+    Ok(())
+}

@@ -131,24 +131,28 @@ pub fn delete(tx: &Transaction<'_>, actor: &str, username: &str, id: &str, now: 
 
 /// The user behind a bearer token, if the token is known, unexpired and its user is
 /// live and enabled.
-pub fn authenticate(conn: &Connection, token: &str, now: i64) -> Result<Option<(i64, Scope, String)>> {
+/// Returns the user id, scope, token id and when it was last used.
+pub fn authenticate(conn: &Connection, token: &str, now: i64) -> Result<Option<(i64, Scope, String, Option<i64>)>> {
     let hash = secret::hash_token(token);
     Ok(conn
         .query_row(
-            "SELECT t.user_id, t.scope, t.id FROM api_tokens t JOIN users u ON u.id = t.user_id
+            "SELECT t.user_id, t.scope, t.id, t.last_used_at FROM api_tokens t JOIN users u ON u.id = t.user_id
              WHERE t.token_hash = ?1 AND (t.expires_at IS NULL OR t.expires_at > ?2) AND u.disabled = 0 AND u.deleted_at IS NULL",
             params![hash.as_slice(), now],
-            |r| Ok((r.get(0)?, Scope::parse(&r.get::<_, String>(1)?), r.get(2)?)),
+            |r| Ok((r.get(0)?, Scope::parse(&r.get::<_, String>(1)?), r.get(2)?, r.get(3)?)),
         )
         .optional()?)
 }
 
-/// Records when a token was last used, at most once a minute per token, so reads
-/// do not become writes.
+/// How stale `last_used_at` may get before it is written again: reads must not
+/// become writes on every call.
+pub const TOUCH_INTERVAL_MS: i64 = 60_000;
+
+/// Records when a token was last used.
 pub fn touch(tx: &Transaction<'_>, id: &str, now: i64) -> Result<()> {
     tx.execute(
-        "UPDATE api_tokens SET last_used_at = ?1 WHERE id = ?2 AND (last_used_at IS NULL OR last_used_at < ?1 - 60000)",
-        params![now, id],
+        "UPDATE api_tokens SET last_used_at = ?1 WHERE id = ?2 AND (last_used_at IS NULL OR last_used_at < ?1 - ?3)",
+        params![now, id, TOUCH_INTERVAL_MS],
     )?;
     Ok(())
 }

@@ -1,0 +1,127 @@
+//! `jitgate serve`: flags over the config file over the defaults.
+
+use crate::config::{setting_duration, FileConfig, ServeConfig, DEFAULT_DATA_DIR, DEFAULT_LISTEN};
+use crate::error::{Error, Result};
+use clap::Args;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Args, Debug)]
+#[command(
+    after_help = "Examples:\n  jitgate serve\n  jitgate serve --listen 0.0.0.0:8443 --public-url https://jitgate.example.com:8443\n  jitgate serve --tls-cert /etc/jitgate/cert.pem --tls-key /etc/jitgate/key.pem\n  jitgate serve --plain-http --listen 127.0.0.1:8080 --behind-proxy"
+)]
+pub struct ServeArgs {
+    /// TOML configuration file (unknown keys are refused).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:8443].
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+    /// Where the database, TLS key and first-start credentials live [default: ./jitgate-data].
+    #[arg(long, env = "JITGATE_DATA_DIR", value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// The URL people reach this server at, used in links to requests.
+    #[arg(long, value_name = "URL")]
+    public_url: Option<String>,
+    /// Serve plain HTTP (only on a loopback address unless --behind-proxy).
+    #[arg(long)]
+    plain_http: bool,
+    /// A TLS-terminating proxy sits in front: allows --plain-http on any address.
+    #[arg(long)]
+    behind_proxy: bool,
+    /// PEM certificate chain to serve instead of the self-signed one.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert (must not be readable by others).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// HTTP worker threads [default: 8].
+    #[arg(long, value_name = "N")]
+    workers: Option<usize>,
+    /// Live client connections at most [default: 1024].
+    #[arg(long, value_name = "N")]
+    max_connections: Option<usize>,
+    /// Live connections per client address at most [default: 128].
+    #[arg(long, value_name = "N")]
+    max_connections_per_ip: Option<usize>,
+    /// Deadline for a TLS handshake [default: 10s].
+    #[arg(long, value_name = "DURATION")]
+    handshake_timeout: Option<String>,
+    /// Deadline for reading a request head [default: 10s].
+    #[arg(long, value_name = "DURATION")]
+    head_timeout: Option<String>,
+    /// Deadline for reading a request body [default: 30s].
+    #[arg(long, value_name = "DURATION")]
+    body_timeout: Option<String>,
+    /// How long an idle keep-alive connection is kept [default: 30s].
+    #[arg(long, value_name = "DURATION")]
+    idle_timeout: Option<String>,
+    /// Long polls parked at once at most [default: 256].
+    #[arg(long, value_name = "N")]
+    max_waiters: Option<usize>,
+    /// Login attempts per minute per client address [default: 10].
+    #[arg(long, value_name = "N")]
+    login_attempts_per_minute: Option<u32>,
+    /// Log level: info or debug [default: info].
+    #[arg(long, value_name = "LEVEL")]
+    log_level: Option<String>,
+}
+
+pub fn run(args: ServeArgs) -> Result<i32> {
+    let cfg = resolve(args)?;
+    crate::server::serve(cfg)?;
+    Ok(0)
+}
+
+fn pick_duration(key: &str, flag: Option<String>, file: Option<String>, default: u64) -> Result<Duration> {
+    match flag.or(file) {
+        Some(text) => setting_duration(key, &text),
+        None => Ok(Duration::from_secs(default)),
+    }
+}
+
+fn resolve(a: ServeArgs) -> Result<ServeConfig> {
+    let file = match &a.config {
+        Some(path) => FileConfig::read(path)?,
+        None => FileConfig::default(),
+    };
+    let level = a.log_level.or(file.log_level).unwrap_or_else(|| "info".into());
+    match level.as_str() {
+        "info" => {}
+        "debug" => crate::log::set_debug(true),
+        other => return Err(Error::Startup(format!("log level {other:?}: use info or debug"))),
+    }
+    let listen = match a.listen.or(file.listen) {
+        Some(l) => l,
+        None => DEFAULT_LISTEN.parse().map_err(|_| Error::Internal("default listen address".into()))?,
+    };
+    let plain_http = a.plain_http || file.plain_http.unwrap_or(false);
+    let scheme = if plain_http { "http" } else { "https" };
+    let host = if listen.ip().is_unspecified() { "localhost".to_string() } else { listen.to_string() };
+    let default_url = if listen.ip().is_unspecified() {
+        format!("{scheme}://{host}:{}", listen.port())
+    } else {
+        format!("{scheme}://{host}")
+    };
+    let (limits, login) = (file.limits, file.login);
+    Ok(ServeConfig {
+        listen,
+        data_dir: a.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
+        public_url: a.public_url.or(file.public_url).unwrap_or(default_url),
+        plain_http,
+        behind_proxy: a.behind_proxy || file.behind_proxy.unwrap_or(false),
+        tls_cert: a.tls_cert.or(file.tls_cert),
+        tls_key: a.tls_key.or(file.tls_key),
+        workers: a.workers.or(file.workers).unwrap_or(8),
+        max_connections: a.max_connections.or(limits.max_connections).unwrap_or(1024),
+        max_connections_per_ip: a.max_connections_per_ip.or(limits.max_connections_per_ip).unwrap_or(128),
+        handshake_timeout: pick_duration("handshake_timeout", a.handshake_timeout, limits.handshake_timeout, 10)?,
+        head_timeout: pick_duration("head_timeout", a.head_timeout, limits.head_timeout, 10)?,
+        body_timeout: pick_duration("body_timeout", a.body_timeout, limits.body_timeout, 30)?,
+        idle_timeout: pick_duration("idle_timeout", a.idle_timeout, limits.idle_timeout, 30)?,
+        max_waiters: a.max_waiters.or(limits.max_waiters).unwrap_or(256),
+        login_attempts_per_minute: a.login_attempts_per_minute.or(login.attempts_per_minute).unwrap_or(10),
+        session_lifetime: pick_duration("session_lifetime", None, login.session_lifetime, 12 * 3600)?,
+    })
+}

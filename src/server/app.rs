@@ -1,0 +1,173 @@
+//! The application behind the listener: shared state (`App`), the tiny_http worker
+//! loop, and dispatch through the route table. Every reply passes through one place,
+//! which adds the security headers and counts it for /metrics.
+
+use super::auth::{self, Principal, RateLimiter};
+use super::http::{parse_target, Reply, Req};
+use super::routes::{self, Access, Handler};
+use super::{front, wait};
+use crate::config::ServeConfig;
+use crate::error::{Error, Result};
+use crate::hub::Hub;
+use crate::metrics::Metrics;
+use crate::store::tokens::Scope;
+use crate::store::Store;
+use crate::time::now_ms;
+use std::io::Read;
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
+
+pub struct App {
+    pub store: Arc<Store>,
+    pub hub: Arc<Hub>,
+    pub metrics: Arc<Metrics>,
+    pub config: ServeConfig,
+    pub login_limiter: RateLimiter,
+    /// Long polls parked right now (bounded by `config.max_waiters`).
+    pub waiters: AtomicUsize,
+    pub front_stats: std::sync::OnceLock<Arc<front::Stats>>,
+}
+
+/// One call as a handler sees it.
+pub struct Call {
+    pub req: Req,
+    pub who: Option<Principal>,
+    pub params: Vec<String>,
+    pub now: i64,
+}
+
+impl Call {
+    /// The authenticated caller (every non-public route has one).
+    pub fn who(&self) -> Result<&Principal> {
+        self.who.as_ref().ok_or_else(|| Error::Unauthenticated("log in, or send Authorization: Bearer <token>".into()))
+    }
+
+    pub fn param(&self, i: usize) -> &str {
+        self.params.get(i).map(String::as_str).unwrap_or("")
+    }
+}
+
+impl App {
+    /// The web page of a request, as CLI and notifications link to it.
+    pub fn request_url(&self, id: &str) -> String {
+        format!("{}/#/requests/{id}", self.config.public_url.trim_end_matches('/'))
+    }
+}
+
+/// A worker: takes requests from tiny_http until it is unblocked at shutdown.
+pub fn worker(app: Arc<App>, server: Arc<tiny_http::Server>) {
+    while let Ok(request) = server.recv() {
+        handle(&app, request);
+    }
+}
+
+fn handle(app: &Arc<App>, mut request: tiny_http::Request) {
+    let req = match read_req(&mut request, app.config.plain_http) {
+        Ok(req) => req,
+        Err(e) => return respond(app, request, "-", Reply::error(&e)),
+    };
+    let candidates = routes::matching(&req.segments);
+    let Some((route, params)) = candidates.iter().find(|(r, _)| r.method == req.method) else {
+        let reply = if candidates.is_empty() {
+            Reply::error(&Error::not_found("route", format!("{} /{}", req.method, req.segments.join("/"))))
+        } else {
+            let allow: Vec<&str> = candidates.iter().map(|(r, _)| r.method).collect();
+            Reply::error(&Error::MethodNotAllowed(allow.join(", "))).with_header("Allow", allow.join(", "))
+        };
+        return respond(app, request, "-", reply);
+    };
+    let now = now_ms();
+    let call = match authorize(app, req, route.access, params, now) {
+        Ok(call) => call,
+        Err(e) => return respond(app, request, route.pattern, Reply::error(&e)),
+    };
+    match &route.handler {
+        Handler::Plain(f) => {
+            let reply = f(app, &call).unwrap_or_else(|e| {
+                log_failure(&call, &e);
+                Reply::error(&e)
+            });
+            respond(app, request, route.pattern, reply);
+        }
+        Handler::LongPoll(f) => match f(app, &call) {
+            Ok(spec) => wait::park(app.clone(), request, route.pattern, spec),
+            Err(e) => respond(app, request, route.pattern, Reply::error(&e)),
+        },
+    }
+}
+
+fn log_failure(call: &Call, e: &Error) {
+    if e.status() >= 500 {
+        crate::error!("{} /{}: {}", call.req.method, call.req.segments.join("/"), e.log_detail());
+    }
+}
+
+/// Applies the route's access level: resolves the caller and refuses early.
+fn authorize(app: &App, req: Req, access: Access, params: &[String], now: i64) -> Result<Call> {
+    let needs = match access {
+        Access::Check => Scope::Check,
+        Access::Metrics => Scope::Metrics,
+        _ => Scope::Api,
+    };
+    let who = match access {
+        Access::Public => None,
+        _ => Some(auth::require(&app.store, &req, needs, now)?),
+    };
+    if let Some(p) = &who {
+        let scoped = matches!(p.via, auth::Via::Token { scope, .. } if scope == needs && scope != Scope::Api);
+        match access {
+            Access::Admin => p.require_admin()?,
+            Access::SelfOrAdmin => p.require_self_or_admin(params.first().map(String::as_str).unwrap_or(""))?,
+            Access::Check | Access::Metrics if !scoped => p.require_admin()?,
+            _ => {}
+        }
+    }
+    Ok(Call { req, who, params: params.to_vec(), now })
+}
+
+fn read_req(request: &mut tiny_http::Request, plain: bool) -> Result<Req> {
+    let (segments, query) = parse_target(request.url())?;
+    let headers: Vec<(String, String)> = request
+        .headers()
+        .iter()
+        .map(|h| (h.field.as_str().as_str().to_string(), h.value.as_str().to_string()))
+        .collect();
+    let peer = headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(front::PEER_HEADER))
+        .map(|(_, v)| v.clone())
+        .unwrap_or_else(|| if plain { "127.0.0.1:0".into() } else { "0.0.0.0:0".into() });
+    let mut body = Vec::new();
+    let limit = front::Limits::default().max_body_bytes as u64;
+    request.as_reader().take(limit + 1).read_to_end(&mut body)?;
+    if body.len() as u64 > limit {
+        return Err(Error::bad("body_too_large", "request body exceeds 1 MiB"));
+    }
+    Ok(Req { method: request.method().as_str().to_uppercase(), segments, query, headers, body, peer })
+}
+
+/// Sends a reply with jitgate's headers and counts it.
+pub fn respond(app: &App, request: tiny_http::Request, route: &str, reply: Reply) {
+    app.metrics.count_http(request.method().as_str(), route, reply.status);
+    let mut response = tiny_http::Response::from_data(reply.body).with_status_code(reply.status);
+    let mut headers: Vec<(String, String)> = vec![
+        ("Content-Type".into(), reply.content_type.into()),
+        ("Cache-Control".into(), "no-store".into()),
+        ("X-Content-Type-Options".into(), "nosniff".into()),
+        ("X-Frame-Options".into(), "DENY".into()),
+        ("Referrer-Policy".into(), "no-referrer".into()),
+        ("Content-Security-Policy".into(), "default-src 'none'; frame-ancestors 'none'".into()),
+    ];
+    if !app.config.plain_http || app.config.behind_proxy {
+        headers.push(("Strict-Transport-Security".into(), "max-age=31536000".into()));
+    }
+    headers.extend(reply.headers);
+    for (name, value) in headers {
+        if let Ok(h) = tiny_http::Header::from_bytes(name.as_bytes(), value.as_bytes()) {
+            response.add_header(h);
+        }
+    }
+    if let Err(e) = request.respond(response) {
+        crate::debug!("reply not delivered: {e}");
+    }
+}
