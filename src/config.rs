@@ -61,7 +61,8 @@ impl FileConfig {
 pub struct ServeConfig {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
-    pub public_url: String,
+    /// `None`: derived from the address actually bound.
+    pub public_url: Option<String>,
     pub plain_http: bool,
     pub behind_proxy: bool,
     pub tls_cert: Option<PathBuf>,

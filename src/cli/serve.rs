@@ -97,18 +97,11 @@ fn resolve(a: ServeArgs) -> Result<ServeConfig> {
         None => DEFAULT_LISTEN.parse().map_err(|_| Error::Internal("default listen address".into()))?,
     };
     let plain_http = a.plain_http || file.plain_http.unwrap_or(false);
-    let scheme = if plain_http { "http" } else { "https" };
-    let host = if listen.ip().is_unspecified() { "localhost".to_string() } else { listen.to_string() };
-    let default_url = if listen.ip().is_unspecified() {
-        format!("{scheme}://{host}:{}", listen.port())
-    } else {
-        format!("{scheme}://{host}")
-    };
     let (limits, login) = (file.limits, file.login);
     Ok(ServeConfig {
         listen,
         data_dir: a.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
-        public_url: a.public_url.or(file.public_url).unwrap_or(default_url),
+        public_url: a.public_url.or(file.public_url),
         plain_http,
         behind_proxy: a.behind_proxy || file.behind_proxy.unwrap_or(false),
         tls_cert: a.tls_cert.or(file.tls_cert),

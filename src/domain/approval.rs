@@ -86,7 +86,7 @@ mod tests {
     #[test]
     fn one_person_counts_for_one_group() {
         let both = person("carol", &["dba", "security"]);
-        let t = tally(&groups(&["dba", "security"]), 1, &[both.clone()]);
+        let t = tally(&groups(&["dba", "security"]), 1, std::slice::from_ref(&both));
         assert!(!t.satisfied);
         let t = tally(&groups(&["dba", "security"]), 1, &[both, person("dave", &["dba"])]);
         assert!(t.satisfied);

@@ -88,7 +88,8 @@ fn one_review_per_person() {
     let c = conn(&["dba", "security"]);
     let bob = actor("bob", false, &["dba"]);
     let err =
-        review(&c, &pending("alice"), &[approval("bob")], &[bob.clone()], &bob, Decision::Reject, NOW).unwrap_err();
+        review(&c, &pending("alice"), &[approval("bob")], std::slice::from_ref(&bob), &bob, Decision::Reject, NOW)
+            .unwrap_err();
     assert_eq!((err.status(), err.code()), (409, "already_reviewed"));
 }
 

@@ -22,6 +22,8 @@ pub struct App {
     pub hub: Arc<Hub>,
     pub metrics: Arc<Metrics>,
     pub config: ServeConfig,
+    /// Base of the links to requests (`public_url`, or the bound address).
+    pub public_url: String,
     pub login_limiter: RateLimiter,
     /// Long polls parked right now (bounded by `config.max_waiters`).
     pub waiters: AtomicUsize,
@@ -50,7 +52,7 @@ impl Call {
 impl App {
     /// The web page of a request, as CLI and notifications link to it.
     pub fn request_url(&self, id: &str) -> String {
-        format!("{}/#/requests/{id}", self.config.public_url.trim_end_matches('/'))
+        format!("{}/#/requests/{id}", self.public_url.trim_end_matches('/'))
     }
 }
 

@@ -62,17 +62,17 @@ pub fn principal(store: &Store, req: &Req, needs: Scope, now: i64) -> Result<Opt
             .map(str::trim)
             .filter(|t| !t.is_empty())
             .ok_or_else(|| Error::Unauthenticated("use Authorization: Bearer <token>".into()))?;
-        let (user_id, scope, id, last_used) = store
+        let found = store
             .read(|c| tokens::authenticate(c, token, now))?
             .ok_or_else(|| Error::Unauthenticated("unknown, expired or revoked token".into()))?;
-        if scope != Scope::Api && scope != needs {
-            return Err(Error::Forbidden(format!("a {} token cannot be used here", scope.as_str())));
+        if found.scope != Scope::Api && found.scope != needs {
+            return Err(Error::Forbidden(format!("a {} token cannot be used here", found.scope.as_str())));
         }
-        let user = store.read(|c| users::get_by_id(c, user_id))?;
-        if last_used.is_none_or(|t| t < now - tokens::TOUCH_INTERVAL_MS) {
-            store.write(|tx| tokens::touch(tx, &id, now))?;
+        let user = store.read(|c| users::get_by_id(c, found.user_id))?;
+        if found.last_used_at.is_none_or(|t| t < now - tokens::TOUCH_INTERVAL_MS) {
+            store.write(|tx| tokens::touch(tx, &found.token_id, now))?;
         }
-        return Ok(Some(Principal { user, via: Via::Token { id, scope } }));
+        return Ok(Some(Principal { user, via: Via::Token { id: found.token_id, scope: found.scope } }));
     }
     let Some(cookie) = req.cookie(SESSION_COOKIE) else { return Ok(None) };
     let (user_id, csrf) = store

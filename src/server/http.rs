@@ -40,7 +40,19 @@ impl Req {
     /// wrong types. An empty body reads as `{}` so optional-only bodies may be omitted.
     pub fn json<T: DeserializeOwned>(&self) -> Result<T> {
         let body: &[u8] = if self.body.iter().all(u8::is_ascii_whitespace) { b"{}" } else { &self.body };
+        // serde would also read a struct from a JSON array (`["alice"]`): only objects.
+        if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            return Err(Error::bad("invalid_json", "the body must be a JSON object"));
+        }
         serde_json::from_slice(body).map_err(|e| Error::bad("invalid_json", format!("invalid JSON body: {e}")))
+    }
+
+    /// For routes that take no body: nothing, or `{}`.
+    pub fn no_body(&self) -> Result<()> {
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Empty {}
+        self.json::<Empty>().map(|_| ())
     }
 
     pub fn query_str(&self, key: &str) -> Option<&str> {

@@ -41,8 +41,15 @@ pub fn serve(cfg: ServeConfig) -> Result<()> {
         tiny_http::Server::http_unix(&socket)
             .map_err(|e| Error::Startup(format!("internal socket {}: {e}", socket.display())))?,
     );
+    let front = front::Front::bind(cfg.listen, tls, socket, limits(&cfg))
+        .map_err(|e| Error::Startup(format!("cannot listen on {}: {e}", cfg.listen)))?;
+    let public_url = match &cfg.public_url {
+        Some(url) => url.clone(),
+        None => default_url(&cfg, front.local_addr()),
+    };
     let hub = Arc::new(Hub::default());
     let app = Arc::new(App {
+        public_url,
         store: store.clone(),
         hub: hub.clone(),
         metrics: metrics.clone(),
@@ -57,8 +64,6 @@ pub fn serve(cfg: ServeConfig) -> Result<()> {
         workers.push(std::thread::Builder::new().name("http-worker".into()).spawn(move || app::worker(app, http))?);
     }
     let timer = expiry::spawn(store.clone(), hub.clone(), metrics)?;
-    let front = front::Front::bind(cfg.listen, tls, socket, limits(&cfg))
-        .map_err(|e| Error::Startup(format!("cannot listen on {}: {e}", cfg.listen)))?;
     let _ = app.front_stats.set(front.stats());
     watch_signals(hub.clone(), front.shutdown_handle())?;
     let served = front.run();
@@ -75,6 +80,15 @@ pub fn serve(cfg: ServeConfig) -> Result<()> {
     served?;
     crate::info!("stopped cleanly");
     Ok(())
+}
+
+/// `https://127.0.0.1:8443`, or `https://localhost:8443` for a wildcard address.
+fn default_url(cfg: &ServeConfig, bound: std::net::SocketAddr) -> String {
+    if bound.ip().is_unspecified() {
+        format!("{}://localhost:{}", cfg.scheme(), bound.port())
+    } else {
+        format!("{}://{bound}", cfg.scheme())
+    }
 }
 
 fn load_tls(cfg: &ServeConfig) -> Result<Option<Arc<rustls::ServerConfig>>> {
@@ -133,3 +147,5 @@ fn watch_signals(hub: Arc<Hub>, front: front::ShutdownHandle) -> Result<()> {
     })?;
     Ok(())
 }
+#[cfg(test)]
+mod openapi_tests;

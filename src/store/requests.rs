@@ -143,6 +143,8 @@ pub fn create(
     now: i64,
 ) -> Result<(RequestView, bool)> {
     let (connection_id, policy) = connections::get_with_id(tx, connection)?;
+    // Validate first: junk never reaches the reuse shortcut.
+    let new = rule::create(&policy, &users::actor(requester), duration_text, reason, now)?;
     let live: Option<String> = tx
         .query_row(
             "SELECT id FROM requests WHERE user_id = ?1 AND connection_id = ?2
@@ -154,7 +156,6 @@ pub fn create(
     if let Some(id) = live {
         return Ok((get(tx, &id)?, true));
     }
-    let new = rule::create(&policy, &users::actor(requester), duration_text, reason, now)?;
     let id = secret::random_id("req")?;
     tx.execute(
         "INSERT INTO requests (id, user_id, connection_id, status, duration, reason, created_at, pending_until, approved_at, expires_at)

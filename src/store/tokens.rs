@@ -131,15 +131,29 @@ pub fn delete(tx: &Transaction<'_>, actor: &str, username: &str, id: &str, now: 
 
 /// The user behind a bearer token, if the token is known, unexpired and its user is
 /// live and enabled.
-/// Returns the user id, scope, token id and when it was last used.
-pub fn authenticate(conn: &Connection, token: &str, now: i64) -> Result<Option<(i64, Scope, String, Option<i64>)>> {
+/// A bearer token that authenticated.
+pub struct Authenticated {
+    pub user_id: i64,
+    pub scope: Scope,
+    pub token_id: String,
+    pub last_used_at: Option<i64>,
+}
+
+pub fn authenticate(conn: &Connection, token: &str, now: i64) -> Result<Option<Authenticated>> {
     let hash = secret::hash_token(token);
     Ok(conn
         .query_row(
             "SELECT t.user_id, t.scope, t.id, t.last_used_at FROM api_tokens t JOIN users u ON u.id = t.user_id
              WHERE t.token_hash = ?1 AND (t.expires_at IS NULL OR t.expires_at > ?2) AND u.disabled = 0 AND u.deleted_at IS NULL",
             params![hash.as_slice(), now],
-            |r| Ok((r.get(0)?, Scope::parse(&r.get::<_, String>(1)?), r.get(2)?, r.get(3)?)),
+            |r| {
+                Ok(Authenticated {
+                    user_id: r.get(0)?,
+                    scope: Scope::parse(&r.get::<_, String>(1)?),
+                    token_id: r.get(2)?,
+                    last_used_at: r.get(3)?,
+                })
+            },
         )
         .optional()?)
 }

@@ -36,6 +36,7 @@ pub fn delete(app: &App, call: &Call) -> Result<Reply> {
 }
 
 pub fn add_member(app: &App, call: &Call) -> Result<Reply> {
+    call.req.no_body()?;
     let group =
         app.store.write(|tx| users::add_member(tx, call.who()?.name(), call.param(0), call.param(1), call.now))?;
     app.hub.notify();

@@ -86,6 +86,7 @@ pub fn login(app: &App, call: &Call) -> Result<Reply> {
 }
 
 pub fn logout(app: &App, call: &Call) -> Result<Reply> {
+    call.req.no_body()?;
     let who = call.who()?;
     if let (Via::Cookie { .. }, Some(cookie)) = (&who.via, call.req.cookie(SESSION_COOKIE)) {
         app.store.write(|tx| {
