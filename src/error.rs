@@ -28,6 +28,8 @@ pub enum Error {
     Conflict { code: &'static str, message: String },
     #[error("request {id} is {status}: it cannot be {action}")]
     WrongState { id: String, status: String, action: &'static str },
+    #[error("{0}")]
+    TooLarge(String),
     #[error("too many attempts; retry in {retry_after} seconds")]
     RateLimited { retry_after: u64 },
     #[error("{0}")]
@@ -64,6 +66,7 @@ impl Error {
             Error::NotFound { .. } => 404,
             Error::MethodNotAllowed(_) => 405,
             Error::Conflict { .. } | Error::WrongState { .. } => 409,
+            Error::TooLarge(_) => 413,
             Error::RateLimited { .. } => 429,
             Error::Unavailable(_) => 503,
             Error::Storage(_) | Error::Io(_) | Error::Internal(_) | Error::Startup(_) => 500,
@@ -80,6 +83,7 @@ impl Error {
             Error::NotFound { .. } => "not_found",
             Error::MethodNotAllowed(_) => "method_not_allowed",
             Error::WrongState { .. } => "wrong_state",
+            Error::TooLarge(_) => "body_too_large",
             Error::RateLimited { .. } => "rate_limited",
             Error::Unavailable(_) => "unavailable",
             Error::Storage(_) | Error::Io(_) | Error::Internal(_) => "internal",

@@ -128,7 +128,7 @@ pub fn review(
     if req.user == actor.username && !actor.admin {
         return Err(Error::Forbidden("you cannot review your own request".into()));
     }
-    expect_status(req, Status::Pending, action)?;
+    expect_status(req, Status::Pending, action, now)?;
     if reviews.iter().any(|r| r.reviewer == actor.username) {
         return Err(Error::conflict("already_reviewed", format!("{} has already reviewed {}", actor.username, req.id)));
     }
@@ -171,7 +171,7 @@ impl Action {
 }
 
 /// Cancel, end or revoke: returns the new status.
-pub fn act(conn: &Connection, req: &Request, actor: &Actor, action: Action) -> Result<Status> {
+pub fn act(conn: &Connection, req: &Request, actor: &Actor, action: Action, now: i64) -> Result<Status> {
     let owner = req.user == actor.username;
     match action {
         Action::Cancel | Action::End if !owner => Err(Error::Forbidden(format!(
@@ -182,9 +182,9 @@ pub fn act(conn: &Connection, req: &Request, actor: &Actor, action: Action) -> R
         Action::Revoke if !conn.is_eligible_reviewer(actor) => {
             Err(Error::Forbidden(format!("{} may not revoke grants on {}", actor.username, conn.name)))
         }
-        Action::Cancel => expect_status(req, Status::Pending, action.past_tense()).map(|_| Status::Cancelled),
-        Action::End => expect_status(req, Status::Approved, action.past_tense()).map(|_| Status::Executed),
-        Action::Revoke => expect_status(req, Status::Approved, action.past_tense()).map(|_| Status::Revoked),
+        Action::Cancel => expect_status(req, Status::Pending, action.past_tense(), now).map(|_| Status::Cancelled),
+        Action::End => expect_status(req, Status::Approved, action.past_tense(), now).map(|_| Status::Executed),
+        Action::Revoke => expect_status(req, Status::Approved, action.past_tense(), now).map(|_| Status::Revoked),
     }
 }
 
@@ -197,11 +197,15 @@ pub fn expire(req: &Request, now: i64) -> Option<Status> {
     }
 }
 
-fn expect_status(req: &Request, wanted: Status, action: &'static str) -> Result<()> {
-    if req.status == wanted {
+/// Checks the status the request has *now*: a deadline that has passed counts even if
+/// the timer has not recorded it yet, so a grant past its expiry can no longer be
+/// revoked (it ended) and a request past its pending TTL can no longer be approved.
+fn expect_status(req: &Request, wanted: Status, action: &'static str, now: i64) -> Result<()> {
+    let status = expire(req, now).unwrap_or(req.status);
+    if status == wanted {
         Ok(())
     } else {
-        Err(Error::WrongState { id: req.id.clone(), status: req.status.to_string(), action })
+        Err(Error::WrongState { id: req.id.clone(), status: status.to_string(), action })
     }
 }
 

@@ -181,15 +181,17 @@ fn wrong_state_is_a_conflict() {
             .unwrap_err();
     assert_eq!((err.status(), err.code()), (409, "wrong_state"));
     assert_eq!(
-        act(&conn(&["dba"]), &approved("alice"), &actor("alice", false, &[]), Action::Cancel).unwrap_err().status(),
+        act(&conn(&["dba"]), &approved("alice"), &actor("alice", false, &[]), Action::Cancel, NOW)
+            .unwrap_err()
+            .status(),
         409
     );
     assert_eq!(
-        act(&conn(&["dba"]), &pending("alice"), &actor("alice", false, &[]), Action::End).unwrap_err().status(),
+        act(&conn(&["dba"]), &pending("alice"), &actor("alice", false, &[]), Action::End, NOW).unwrap_err().status(),
         409
     );
     assert_eq!(
-        act(&conn(&["dba"]), &pending("alice"), &actor("root", true, &[]), Action::Revoke).unwrap_err().status(),
+        act(&conn(&["dba"]), &pending("alice"), &actor("root", true, &[]), Action::Revoke, NOW).unwrap_err().status(),
         409
     );
 }
@@ -197,13 +199,25 @@ fn wrong_state_is_a_conflict() {
 #[test]
 fn who_may_cancel_end_and_revoke() {
     let c = conn(&["dba"]);
-    assert_eq!(act(&c, &pending("alice"), &actor("alice", false, &[]), Action::Cancel).unwrap(), Status::Cancelled);
-    assert_eq!(act(&c, &pending("alice"), &actor("bob", false, &["dba"]), Action::Cancel).unwrap_err().status(), 403);
-    assert_eq!(act(&c, &approved("alice"), &actor("alice", false, &[]), Action::End).unwrap(), Status::Executed);
-    assert_eq!(act(&c, &approved("alice"), &actor("root", true, &[]), Action::End).unwrap_err().status(), 403);
-    assert_eq!(act(&c, &approved("alice"), &actor("bob", false, &["dba"]), Action::Revoke).unwrap(), Status::Revoked);
-    assert_eq!(act(&c, &approved("alice"), &actor("root", true, &[]), Action::Revoke).unwrap(), Status::Revoked);
-    assert_eq!(act(&c, &approved("alice"), &actor("alice", false, &[]), Action::Revoke).unwrap_err().status(), 403);
+    assert_eq!(
+        act(&c, &pending("alice"), &actor("alice", false, &[]), Action::Cancel, NOW).unwrap(),
+        Status::Cancelled
+    );
+    assert_eq!(
+        act(&c, &pending("alice"), &actor("bob", false, &["dba"]), Action::Cancel, NOW).unwrap_err().status(),
+        403
+    );
+    assert_eq!(act(&c, &approved("alice"), &actor("alice", false, &[]), Action::End, NOW).unwrap(), Status::Executed);
+    assert_eq!(act(&c, &approved("alice"), &actor("root", true, &[]), Action::End, NOW).unwrap_err().status(), 403);
+    assert_eq!(
+        act(&c, &approved("alice"), &actor("bob", false, &["dba"]), Action::Revoke, NOW).unwrap(),
+        Status::Revoked
+    );
+    assert_eq!(act(&c, &approved("alice"), &actor("root", true, &[]), Action::Revoke, NOW).unwrap(), Status::Revoked);
+    assert_eq!(
+        act(&c, &approved("alice"), &actor("alice", false, &[]), Action::Revoke, NOW).unwrap_err().status(),
+        403
+    );
 }
 
 #[test]
@@ -214,4 +228,17 @@ fn expiry_ends_grants_and_stale_requests() {
     let waiting = pending("alice");
     assert_eq!(expire(&waiting, NOW + 86_400_000), Some(Status::Cancelled));
     assert_eq!(expire(&Request { status: Status::Rejected, ..waiting }, NOW * 2), None);
+}
+
+#[test]
+fn a_deadline_that_passed_counts_before_the_timer_records_it() {
+    let c = conn(&["dba"]);
+    let grant = approved("alice");
+    let after = NOW + 7_200_000;
+    let err = act(&c, &grant, &actor("root", true, &[]), Action::Revoke, after).unwrap_err();
+    assert_eq!(err.to_string(), "request req_1 is EXECUTED: it cannot be revoked");
+    let stale = pending("alice");
+    let err =
+        review(&c, &stale, &[], &[], &actor("bob", false, &["dba"]), Decision::Approve, NOW + 86_400_000).unwrap_err();
+    assert_eq!(err.code(), "wrong_state");
 }

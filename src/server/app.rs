@@ -143,14 +143,19 @@ fn read_req(request: &mut tiny_http::Request, plain: bool) -> Result<Req> {
     let limit = front::Limits::default().max_body_bytes as u64;
     request.as_reader().take(limit + 1).read_to_end(&mut body)?;
     if body.len() as u64 > limit {
-        return Err(Error::bad("body_too_large", "request body exceeds 1 MiB"));
+        return Err(Error::TooLarge("request body exceeds 1 MiB".into()));
     }
     Ok(Req { method: request.method().as_str().to_uppercase(), segments, query, headers, body, peer })
 }
 
 /// Sends a reply with jitgate's headers and counts it.
 pub fn respond(app: &App, request: tiny_http::Request, route: &str, reply: Reply) {
-    app.metrics.count_http(request.method().as_str(), route, reply.status);
+    // Only known methods become labels: a client must not grow the metrics map.
+    let method = match request.method().as_str() {
+        m @ ("GET" | "POST" | "PUT" | "PATCH" | "DELETE" | "HEAD") => m,
+        _ => "OTHER",
+    };
+    app.metrics.count_http(method, route, reply.status);
     let mut response = tiny_http::Response::from_data(reply.body).with_status_code(reply.status);
     let mut headers: Vec<(String, String)> = vec![
         ("Content-Type".into(), reply.content_type.into()),

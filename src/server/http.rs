@@ -103,8 +103,12 @@ impl Reply {
     pub fn error(err: &Error) -> Reply {
         let mut reply =
             Reply::json(err.status(), &json!({"error": {"code": err.code(), "message": err.user_message()}}));
-        if let Error::RateLimited { retry_after } = err {
-            reply.headers.push(("Retry-After".into(), retry_after.to_string()));
+        match err {
+            Error::RateLimited { retry_after } => reply.headers.push(("Retry-After".into(), retry_after.to_string())),
+            Error::Unauthenticated(_) => {
+                reply.headers.push(("WWW-Authenticate".into(), "Bearer realm=\"jitgate\"".into()))
+            }
+            _ => {}
         }
         reply
     }

@@ -28,7 +28,7 @@ pub struct RequestView {
 
 const SELECT: &str =
     "SELECT r.seq, r.id, u.username, c.name, r.status, r.duration, r.reason, r.created_at, r.pending_until,
-    r.approved_at, r.expires_at, r.ended_at, r.ended_by, r.end_reason, r.connection_id, r.user_id
+    r.approved_at, r.expires_at, r.ended_at, r.ended_by, r.end_reason, r.connection_id, r.user_id, r.approved_by
     FROM requests r JOIN users u ON u.id = r.user_id JOIN connections c ON c.id = r.connection_id";
 
 /// A loaded row: the request plus the internal ids it points at.
@@ -37,6 +37,8 @@ struct Loaded {
     request: Request,
     connection_id: i64,
     user_id: i64,
+    /// Who counted for which group, frozen at approval (JSON).
+    approved_by: Option<String>,
 }
 
 fn row(r: &Row<'_>) -> rusqlite::Result<Loaded> {
@@ -60,6 +62,7 @@ fn row(r: &Row<'_>) -> rusqlite::Result<Loaded> {
         },
         connection_id: r.get(14)?,
         user_id: r.get(15)?,
+        approved_by: r.get(16)?,
     })
 }
 
@@ -87,6 +90,16 @@ fn reviews_of(conn: &Db, seq: i64) -> Result<Vec<(Review, i64)>> {
     Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
 }
 
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Frozen {
+    required: u32,
+    counted: std::collections::BTreeMap<String, Vec<String>>,
+}
+
+fn freeze(t: &Tally) -> String {
+    serde_json::to_string(&Frozen { required: t.required, counted: t.counted.clone() }).unwrap_or_default()
+}
+
 /// Approvers as they are now (live and enabled users only, with current groups).
 fn approvers(conn: &Db, reviews: &[(Review, i64)]) -> Result<Vec<Actor>> {
     let mut out = Vec::new();
@@ -103,10 +116,15 @@ fn approvers(conn: &Db, reviews: &[(Review, i64)]) -> Result<Vec<Actor>> {
     Ok(out)
 }
 
+/// An approved request shows who counted when it was approved; a pending one shows
+/// who counts now (membership and policy are read at each decision).
 fn view(conn: &Db, loaded: Loaded) -> Result<RequestView> {
-    let policy = connections::get_by_id(conn, loaded.connection_id)?;
     let reviews = reviews_of(conn, loaded.seq)?;
-    let tally = rule::progress(&policy, &approvers(conn, &reviews)?);
+    let frozen = loaded.approved_by.as_deref().and_then(|j| serde_json::from_str::<Frozen>(j).ok());
+    let tally = match frozen {
+        Some(f) => Tally { counted: f.counted, required: f.required, satisfied: true },
+        None => rule::progress(&connections::get_by_id(conn, loaded.connection_id)?, &approvers(conn, &reviews)?),
+    };
     Ok(RequestView {
         seq: loaded.seq,
         request: loaded.request,
@@ -148,7 +166,7 @@ pub fn create(
     let live: Option<String> = tx
         .query_row(
             "SELECT id FROM requests WHERE user_id = ?1 AND connection_id = ?2
-             AND (status = 'PENDING' OR (status = 'APPROVED' AND expires_at > ?3)) ORDER BY seq DESC LIMIT 1",
+             AND ((status = 'PENDING' AND pending_until > ?3) OR (status = 'APPROVED' AND expires_at > ?3)) ORDER BY seq DESC LIMIT 1",
             params![requester.id, connection_id, now],
             |r| r.get(0),
         )
@@ -158,9 +176,21 @@ pub fn create(
     }
     let id = secret::random_id("req")?;
     tx.execute(
-        "INSERT INTO requests (id, user_id, connection_id, status, duration, reason, created_at, pending_until, approved_at, expires_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-        params![id, requester.id, connection_id, new.status.as_str(), new.duration, new.reason, now, new.pending_until, new.approved_at, new.expires_at],
+        "INSERT INTO requests (id, user_id, connection_id, status, duration, reason, created_at, pending_until, approved_at, expires_at, approved_by)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+        params![
+            id,
+            requester.id,
+            connection_id,
+            new.status.as_str(),
+            new.duration,
+            new.reason,
+            now,
+            new.pending_until,
+            new.approved_at,
+            new.expires_at,
+            (new.status == Status::Approved).then(|| freeze(&rule::progress(&policy, &[]))),
+        ],
     )?;
     let detail = json!({"connection": connection, "duration": duration::format(new.duration), "reason": new.reason});
     audit::append(tx, now, &requester.username, "request.created", &id, detail)?;
@@ -192,7 +222,9 @@ pub fn review(
     let reviews = reviews_of(tx, loaded.seq)?;
     let plain: Vec<Review> = reviews.iter().map(|(r, _)| r.clone()).collect();
     let actor = users::actor(reviewer);
-    let outcome = rule::review(&policy, &loaded.request, &plain, &approvers(tx, &reviews)?, &actor, decision, now)?;
+    let mut counted = approvers(tx, &reviews)?;
+    let outcome = rule::review(&policy, &loaded.request, &plain, &counted, &actor, decision, now)?;
+    counted.push(actor);
     tx.execute(
         "INSERT INTO reviews (request_seq, reviewer_id, decision, comment, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
         params![loaded.seq, reviewer.id, decision.as_str(), comment, now],
@@ -203,8 +235,8 @@ pub fn review(
         Outcome::StillPending => {}
         Outcome::Approved { approved_at, expires_at, duration } => {
             tx.execute(
-                "UPDATE requests SET status = 'APPROVED', approved_at = ?1, expires_at = ?2, duration = ?3 WHERE seq = ?4",
-                params![approved_at, expires_at, duration, loaded.seq],
+                "UPDATE requests SET status = 'APPROVED', approved_at = ?1, expires_at = ?2, duration = ?3, approved_by = ?4 WHERE seq = ?5",
+                params![approved_at, expires_at, duration, freeze(&rule::progress(&policy, &counted)), loaded.seq],
             )?;
             let clamped = duration != loaded.request.duration;
             audit::append(
@@ -236,7 +268,7 @@ pub fn act(
     let reason = clean_text("reason", reason)?;
     let loaded = load(tx, id)?;
     let policy = connections::get_by_id(tx, loaded.connection_id)?;
-    let status = rule::act(&policy, &loaded.request, &users::actor(user), action)?;
+    let status = rule::act(&policy, &loaded.request, &users::actor(user), action, now)?;
     end(tx, loaded.seq, status, &user.username, reason.as_deref(), now)?;
     audit::append(tx, now, &user.username, &format!("request.{}", action.past_tense()), id, json!({"reason": reason}))?;
     get(tx, id)

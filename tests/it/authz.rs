@@ -286,7 +286,8 @@ fn cookie_sessions_need_the_csrf_token_to_change_anything() {
     let good = s.anonymous().with_header("Cookie", &cookie).with_header("X-CSRF-Token", &csrf);
     good.request("db", "1h").expect(201);
     good.post("/api/v1/logout", json!({})).expect(200);
-    browser.get("/api/v1/me").expect(401);
+    let after = browser.get("/api/v1/me").expect(401);
+    assert!(after.header("www-authenticate").unwrap().starts_with("Bearer"));
 }
 
 #[test]

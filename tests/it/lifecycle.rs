@@ -276,6 +276,10 @@ fn membership_changes_while_pending_are_read_at_each_decision() {
     // erin joins dba after the request was made, and counts.
     s.admin().put("/api/v1/groups/dba/members/erin", json!({})).expect(200);
     assert_eq!(erin.approve(&id).expect(200).body["status"], "APPROVED");
+    // Once approved, who counted is frozen: later membership changes do not rewrite it.
+    s.admin().delete("/api/v1/groups/dba/members/erin").expect(200);
+    let shown = s.admin().show(&id);
+    assert_eq!(shown["groups"][0]["approvals"], json!(["erin", "frank"]));
 }
 
 #[test]

@@ -13,7 +13,10 @@ use std::fmt::Write;
 use std::sync::atomic::Ordering;
 
 pub fn healthz(app: &App, _: &Call) -> Result<Reply> {
-    app.store.check_writable()?;
+    app.store.check_writable().map_err(|e| {
+        crate::error!("health check: {}", e.log_detail());
+        Error::Unavailable("the database does not take writes".into())
+    })?;
     Ok(Reply::ok(&json!({"ok": true})))
 }
 

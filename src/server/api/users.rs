@@ -63,9 +63,10 @@ pub fn update(app: &App, call: &Call) -> Result<Reply> {
         if body.admin.is_some() || body.disabled.is_some() {
             return Err(Error::Forbidden("only an admin may change admin or disabled".into()));
         }
-        if body.password.is_some() {
+        // A token-only account sets its first password with its token alone.
+        let stored = app.store.read(|c| users::credentials(c, name))?.and_then(|(_, h, _)| h);
+        if body.password.is_some() && stored.is_some() {
             let current = body.current_password.as_deref().unwrap_or("");
-            let stored = app.store.read(|c| users::credentials(c, name))?.and_then(|(_, h, _)| h);
             if !secret::verify_password(current, stored.as_deref()) {
                 return Err(Error::Forbidden("current_password is missing or wrong".into()));
             }
@@ -79,7 +80,8 @@ pub fn update(app: &App, call: &Call) -> Result<Reply> {
     };
     let user = app.store.write(|tx| {
         let before = users::get(tx, name)?;
-        let loses_admin = before.admin && (patch.admin == Some(false) || patch.disabled == Some(true));
+        let loses_admin =
+            before.admin && !before.disabled && (patch.admin == Some(false) || patch.disabled == Some(true));
         if loses_admin && users::count_admins(tx)? <= 1 {
             return Err(Error::conflict("last_admin", format!("{name} is the last admin: make another admin first")));
         }
@@ -93,7 +95,7 @@ pub fn delete(app: &App, call: &Call) -> Result<Reply> {
     let name = call.param(0);
     app.store.write(|tx| {
         let user = users::get(tx, name)?;
-        if user.admin && users::count_admins(tx)? <= 1 {
+        if user.admin && !user.disabled && users::count_admins(tx)? <= 1 {
             return Err(Error::conflict("last_admin", format!("{name} is the last admin: make another admin first")));
         }
         users::delete(tx, call.who()?.name(), name, call.now)

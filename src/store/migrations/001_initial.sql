@@ -109,6 +109,7 @@ CREATE TABLE requests (
     ended_at      INTEGER,
     ended_by      TEXT,
     end_reason    TEXT,
+    approved_by   TEXT,              -- JSON {"required":k,"counted":{group:[user…]}}: who counted, frozen at approval
     CHECK (
         (status = 'PENDING' AND approved_at IS NULL AND expires_at IS NULL AND ended_at IS NULL)
         OR (status = 'APPROVED' AND approved_at IS NOT NULL AND expires_at IS NOT NULL AND ended_at IS NULL)
