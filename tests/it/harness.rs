@@ -109,7 +109,8 @@ impl Server {
         });
         self.addr = addr.unwrap().parse().unwrap();
         if !self.plain() {
-            let pem = std::fs::read(self.data_dir().join("tls-cert.pem")).unwrap();
+            let given = self.args.iter().position(|a| a == "--tls-cert").map(|i| PathBuf::from(&self.args[i + 1]));
+            let pem = std::fs::read(given.unwrap_or_else(|| self.data_dir().join("tls-cert.pem"))).unwrap();
             let der = rustls_pemfile::certs(&mut pem.as_slice()).next().unwrap().unwrap();
             let pin = jitgate::tls::normalize_fingerprint(&jitgate::tls::fingerprint(der.as_ref())).unwrap();
             self.tls = Some(jitgate::tls::pinned_client_config(pin).unwrap());

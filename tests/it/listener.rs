@@ -168,3 +168,53 @@ fn a_forged_client_address_header_is_replaced() {
     let audit = s.admin().get("/api/v1/audit?action=login.failed").expect(200);
     assert!(audit.text.contains("127.0.0.1") && !audit.text.contains("10.9.9.9"), "{}", audit.text);
 }
+
+#[test]
+fn parked_long_polls_are_bounded_and_never_starve_ordinary_requests() {
+    let s = Server::start_with(&["--workers", "2", "--max-waiters", "4"]);
+    s.connection("db", &["dba"], serde_json::json!({}));
+    let alice = s.user("alice", &[]);
+    let id = alice.request("db", "1h").expect(201).id();
+    let token = s.admin_token.clone();
+    let polls: Vec<_> = (0..4)
+        .map(|_| {
+            let c = s.client_with_timeout(Some(&token), Duration::from_secs(60));
+            let path = format!("/api/v1/requests/{id}/wait?status=PENDING&timeout=30s");
+            std::thread::spawn(move || c.get(&path).status)
+        })
+        .collect();
+    wait_until("four parked polls", Duration::from_secs(20), || {
+        s.admin().get("/metrics").text.contains("jitgate_long_polls 4")
+    });
+    // A fifth is refused at once rather than queued behind the others…
+    let fifth = s.admin().get(&format!("/api/v1/requests/{id}/wait?status=PENDING&timeout=30s")).expect(503);
+    assert_eq!(fifth.header("retry-after"), Some("1"));
+    // …and the two workers still answer ordinary requests while four polls wait.
+    for _ in 0..20 {
+        s.admin().get("/api/v1/me").expect(200);
+    }
+    s.admin().approve(&id).expect(200);
+    for p in polls {
+        assert_eq!(p.join().unwrap(), 200);
+    }
+}
+
+#[test]
+fn an_operator_certificate_is_served_instead_of_the_self_signed_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["jitgate.test".to_string(), "127.0.0.1".to_string()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert_path, cert.pem()).unwrap();
+    jitgate::datadir::write_private(&key_path, key.serialize_pem().as_bytes()).unwrap();
+    let s = Server::start_with(&["--tls-cert", cert_path.to_str().unwrap(), "--tls-key", key_path.to_str().unwrap()]);
+    let expected = jitgate::tls::fingerprint(cert.der());
+    assert!(s.log().contains(&expected), "the log should name the operator certificate's fingerprint");
+    assert!(!s.data_dir().join("tls-key.pem").exists(), "no self-signed key is made when a certificate is given");
+    let pinned = jitgate::tls::pinned_client_config(jitgate::tls::normalize_fingerprint(&expected).unwrap()).unwrap();
+    let agent = ureq::AgentBuilder::new().tls_config(pinned).build();
+    assert_eq!(agent.get(&s.url("/healthz")).call().unwrap().status(), 200);
+}
