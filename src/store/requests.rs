@@ -279,7 +279,13 @@ fn end(tx: &Transaction<'_>, seq: i64, status: Status, by: &str, reason: Option<
         "UPDATE requests SET status = ?1, ended_at = ?2, ended_by = ?3, end_reason = ?4 WHERE seq = ?5",
         params![status.as_str(), now, by, reason, seq],
     )?;
-    Ok(())
+    let why = match status {
+        Status::Executed if by == audit::SYSTEM => "grant expired",
+        Status::Executed => "grant ended",
+        Status::Revoked => "grant revoked",
+        _ => return Ok(()),
+    };
+    super::sessions::end_for_request(tx, seq, why, now)
 }
 
 fn clean_text(what: &'static str, text: Option<&str>) -> Result<Option<String>> {

@@ -1,11 +1,12 @@
-//! Sessions of `jitgate connect` (sess_…). The gateway writes them; until it exists
-//! the list is empty, but who may see which session is already decided here: the
-//! same people who may see the request behind it.
+//! Sessions of `jitgate connect` (sess_…): one per run of `connect` on a grant. The
+//! client starts and ends its own; when the grant ends (expiry, revoke, end) its live
+//! sessions end in the same transaction. Who may see a session: whoever may see the
+//! request behind it.
 
 use super::Page;
 use crate::error::Result;
 use crate::store::users::User;
-use rusqlite::{params, Connection, Row};
+use rusqlite::{params, Connection, OptionalExtension, Row};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Session {
@@ -56,4 +57,89 @@ pub fn get(conn: &Connection, viewer: &User, id: &str) -> Result<Option<Session>
     let mut stmt = conn.prepare_cached(&format!("{SELECT} WHERE {VISIBLE} AND s.id = ?3"))?;
     let mut rows = stmt.query_map(params![viewer.admin, viewer.id, id], row)?;
     Ok(rows.next().transpose()?.map(|(_, s)| s))
+}
+
+/// Starts a session of `jitgate connect` on a live grant of the caller's own.
+pub fn start(
+    tx: &rusqlite::Transaction<'_>,
+    user: &User,
+    request_id: &str,
+    client_addr: &str,
+    now: i64,
+) -> crate::error::Result<Session> {
+    use crate::error::Error;
+    let row: Option<(i64, i64, String, Option<i64>)> = tx
+        .query_row("SELECT seq, user_id, status, expires_at FROM requests WHERE id = ?1", [request_id], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })
+        .optional()?;
+    let Some((seq, owner, status, expires_at)) = row else { return Err(Error::not_found("request", request_id)) };
+    if owner != user.id {
+        // A session runs only on one's own grant; anyone else's is as good as absent.
+        return Err(Error::not_found("request", request_id));
+    }
+    if status != "APPROVED" || expires_at.is_none_or(|e| e <= now) {
+        return Err(Error::WrongState { id: request_id.to_string(), status, action: "connected to" });
+    }
+    let id = crate::secret::random_id("sess")?;
+    tx.execute(
+        "INSERT INTO sessions (id, request_seq, user_id, client_addr, started_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![id, seq, user.id, client_addr, now],
+    )?;
+    crate::audit::append(
+        tx,
+        now,
+        &user.username,
+        "session.started",
+        &id,
+        serde_json::json!({"request": request_id, "client": client_addr}),
+    )?;
+    get(tx, user, &id)?.ok_or_else(|| Error::Internal("session vanished".into()))
+}
+
+/// Ends one session (the client disconnected).
+pub fn end(
+    tx: &rusqlite::Transaction<'_>,
+    user: &User,
+    id: &str,
+    reason: &str,
+    now: i64,
+) -> crate::error::Result<Session> {
+    use crate::error::Error;
+    let session = get(tx, user, id)?.ok_or_else(|| Error::not_found("session", id))?;
+    if session.user != user.username && !user.admin {
+        return Err(Error::Forbidden("only its user or an admin may end a session".into()));
+    }
+    if session.ended_at.is_none() {
+        tx.execute("UPDATE sessions SET ended_at = ?1, end_reason = ?2 WHERE id = ?3", params![now, reason, id])?;
+        crate::audit::append(tx, now, &user.username, "session.ended", id, serde_json::json!({"reason": reason}))?;
+    }
+    get(tx, user, id)?.ok_or_else(|| Error::Internal("session vanished".into()))
+}
+
+/// Ends every live session of a grant that ended (expired, revoked, ended), in the
+/// transaction that ends the grant.
+pub fn end_for_request(
+    tx: &rusqlite::Transaction<'_>,
+    request_seq: i64,
+    reason: &str,
+    now: i64,
+) -> crate::error::Result<()> {
+    let ids: Vec<String> = {
+        let mut stmt = tx.prepare_cached("SELECT id FROM sessions WHERE request_seq = ?1 AND ended_at IS NULL")?;
+        let rows = stmt.query_map([request_seq], |r| r.get(0))?;
+        rows.collect::<rusqlite::Result<_>>()?
+    };
+    for id in ids {
+        tx.execute("UPDATE sessions SET ended_at = ?1, end_reason = ?2 WHERE id = ?3", params![now, reason, id])?;
+        crate::audit::append(
+            tx,
+            now,
+            crate::audit::SYSTEM,
+            "session.ended",
+            &id,
+            serde_json::json!({"reason": reason}),
+        )?;
+    }
+    Ok(())
 }

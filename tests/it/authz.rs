@@ -178,6 +178,14 @@ fn table() -> Vec<Row> {
             "/api/v1/sessions/sess_0123456789".into(),
             None
         )),
+        row!("POST", "/api/v1/sessions", [401, 201, 404, 404, 404], |f| (
+            "/api/v1/sessions".into(),
+            Some(json!({"request_id": f.approved()}))
+        )),
+        row!("POST", "/api/v1/sessions/{id}/end", [401, 200, 403, 404, 200], |f| {
+            let session = f.alice().post("/api/v1/sessions", json!({"request_id": f.approved()})).expect(201);
+            (format!("/api/v1/sessions/{}/end", session.id()), Some(json!({})))
+        }),
         row!("GET", "/api/v1/audit", [401, 403, 403, 403, 200], |_| ("/api/v1/audit".into(), None)),
         row!("GET", "/api/v1/audit/verify", [401, 403, 403, 403, 200], |_| ("/api/v1/audit/verify".into(), None)),
         row!("GET", "/api/v1/access/check", [401, 403, 403, 403, 200], |_| (

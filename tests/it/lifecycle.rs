@@ -317,3 +317,22 @@ fn every_transition_is_in_a_verifiable_audit_trail() {
     assert_eq!(v.body["ok"], true);
     assert!(v.body["events"].as_i64().unwrap() > 10);
 }
+
+#[test]
+fn sessions_end_with_their_grant() {
+    let s = Server::start();
+    s.connection("db", &["dba"], json!({}));
+    let alice = s.user("alice", &[]);
+    let bob = s.user("bob", &["dba"]);
+    let id = alice.request("db", "1h").expect(201).id();
+    assert_eq!(alice.post("/api/v1/sessions", json!({"request_id": id})).expect(409).code(), "wrong_state");
+    bob.approve(&id).expect(200);
+    let session = alice.post("/api/v1/sessions", json!({"request_id": id})).expect(201);
+    assert!(session.id().starts_with("sess_"));
+    assert!(session.body["ended_at"].is_null());
+    bob.post(&format!("/api/v1/requests/{id}/revoke"), json!({"reason": "done"})).expect(200);
+    let after = alice.get(&format!("/api/v1/sessions/{}", session.id())).expect(200);
+    assert_eq!(after.body["end_reason"], "grant revoked");
+    assert_eq!(alice.get("/api/v1/sessions").expect(200).body["items"].as_array().unwrap().len(), 1);
+    assert_eq!(s.client(None).get("/api/v1/sessions").status, 401);
+}

@@ -21,3 +21,34 @@ pub fn show(app: &App, call: &Call) -> Result<Reply> {
         app.store.read(|c| sessions::get(c, &who.user, id))?.ok_or_else(|| Error::not_found("session", id))?;
     Ok(Reply::ok(&views::session(&session)))
 }
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Start {
+    request_id: String,
+}
+
+/// `POST /api/v1/sessions {request_id}`: `jitgate connect` starts a session on the
+/// caller's own live grant.
+pub fn start(app: &App, call: &Call) -> Result<Reply> {
+    let who = call.who()?;
+    let body: Start = call.req.json()?;
+    let session = app.store.write(|tx| sessions::start(tx, &who.user, &body.request_id, &call.req.peer, call.now))?;
+    Ok(Reply::created(&views::session(&session)))
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct End {
+    reason: Option<String>,
+}
+
+/// `POST /api/v1/sessions/{id}/end`: the client is done with this session.
+pub fn end(app: &App, call: &Call) -> Result<Reply> {
+    let who = call.who()?;
+    let body: End = call.req.json()?;
+    let reason = body.reason.unwrap_or_else(|| "client disconnected".into());
+    crate::domain::check_text("reason", &reason, 200)?;
+    let session = app.store.write(|tx| sessions::end(tx, &who.user, call.param(0), &reason, call.now))?;
+    Ok(Reply::ok(&views::session(&session)))
+}
