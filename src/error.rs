@@ -34,6 +34,12 @@ pub enum Error {
     RateLimited { retry_after: u64 },
     #[error("{0}")]
     Unavailable(String),
+    /// An error answered by a jitgate server (client side).
+    #[error("{message}")]
+    Remote { status: u16, code: String, message: String },
+    /// The server could not be reached or spoke nonsense (client side).
+    #[error("{0}")]
+    Connect(String),
     #[error("storage error")]
     Storage(#[from] rusqlite::Error),
     #[error("i/o error")]
@@ -69,6 +75,8 @@ impl Error {
             Error::TooLarge(_) => 413,
             Error::RateLimited { .. } => 429,
             Error::Unavailable(_) => 503,
+            Error::Remote { status, .. } => *status,
+            Error::Connect(_) => 502,
             Error::Storage(_) | Error::Io(_) | Error::Internal(_) | Error::Startup(_) => 500,
         }
     }
@@ -86,6 +94,8 @@ impl Error {
             Error::TooLarge(_) => "body_too_large",
             Error::RateLimited { .. } => "rate_limited",
             Error::Unavailable(_) => "unavailable",
+            Error::Remote { .. } => "remote",
+            Error::Connect(_) => "connect",
             Error::Storage(_) | Error::Io(_) | Error::Internal(_) => "internal",
             Error::Startup(_) => "startup",
         }

@@ -33,7 +33,7 @@ pub struct Loaded {
 /// toolchain step, and one provider in the whole tree (ureq uses ring too). The cost,
 /// which rustls flags by deprecating this call: no post-quantum hybrid key exchange.
 #[allow(deprecated)]
-fn provider() -> Arc<CryptoProvider> {
+pub fn provider() -> Arc<CryptoProvider> {
     Arc::new(ring::default_provider())
 }
 

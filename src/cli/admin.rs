@@ -1,8 +1,11 @@
-//! `jitgate admin …`: offline work on a stopped server's data dir.
+//! `jitgate admin …`: offline work on a stopped server's data dir (lost admin
+//! password, a token for automation, audit verification). These open the database
+//! directly and write audit events like the server does.
 
-use crate::audit;
 use crate::datadir::DB_FILE;
 use crate::error::{Error, Result};
+use crate::store::{tokens, users, Store};
+use crate::{audit, secret};
 use clap::{Args, Subcommand};
 use rusqlite::{Connection, OpenFlags};
 use std::path::PathBuf;
@@ -12,6 +15,24 @@ pub enum AdminCommand {
     /// Verify the audit chain of a data dir without a running server. Exit 0 when
     /// intact, 1 when a link is broken (the first bad event is printed).
     AuditVerify(DataDir),
+    /// Set a new password for a user; prints it (or reads it with --password-stdin).
+    #[command(after_help = "Example:\n  jitgate admin reset-password admin --data-dir /var/lib/jitgate")]
+    ResetPassword {
+        username: String,
+        #[command(flatten)]
+        dir: DataDir,
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Mint an API token for a user; prints it once.
+    #[command(after_help = "Example:\n  jitgate admin create-token admin --name recovery --data-dir /var/lib/jitgate")]
+    CreateToken {
+        username: String,
+        #[command(flatten)]
+        dir: DataDir,
+        #[arg(long, default_value = "offline")]
+        name: String,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -21,20 +42,47 @@ pub struct DataDir {
     data_dir: PathBuf,
 }
 
+impl DataDir {
+    fn db(&self) -> Result<PathBuf> {
+        let path = self.data_dir.join(DB_FILE);
+        if !path.exists() {
+            return Err(Error::Startup(format!("no database at {}", path.display())));
+        }
+        Ok(path)
+    }
+}
+
 pub fn run(cmd: AdminCommand) -> Result<i32> {
     match cmd {
         AdminCommand::AuditVerify(d) => audit_verify(&d),
+        AdminCommand::ResetPassword { username, dir, password_stdin } => {
+            let password = if password_stdin { super::read_stdin_line()? } else { secret::new_password()? };
+            let hash = secret::hash_password(&password)?;
+            let store = Store::open(&dir.db()?)?;
+            let patch = users::Patch { password_hash: Some(hash), ..users::Patch::default() };
+            store.write(|tx| users::update(tx, "offline-admin", &username, &patch, crate::time::now_ms()))?;
+            if !password_stdin {
+                say!("{password}");
+            }
+            eprintln!("password of {username} reset; their browser sessions ended");
+            Ok(0)
+        }
+        AdminCommand::CreateToken { username, dir, name } => {
+            let store = Store::open(&dir.db()?)?;
+            let (token, secret) = store.write(|tx| {
+                tokens::create(tx, "offline-admin", &username, &name, tokens::Scope::Api, None, crate::time::now_ms())
+            })?;
+            say!("{secret}");
+            eprintln!("token {} ({}) for {username}; it is shown only this once", token.id, token.name);
+            Ok(0)
+        }
     }
 }
 
 fn audit_verify(d: &DataDir) -> Result<i32> {
-    let path = d.data_dir.join(DB_FILE);
-    if !path.exists() {
-        return Err(Error::Startup(format!("no database at {}", path.display())));
-    }
     // Read-only: verification must never change what it verifies.
-    let conn = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    let conn = Connection::open_with_flags(d.db()?, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
     let v = audit::verify(&conn)?;
-    println!("{}", serde_json::to_string(&v).unwrap_or_default());
+    say!("{}", serde_json::to_string(&v).unwrap_or_default());
     Ok(if v.ok { 0 } else { 1 })
 }

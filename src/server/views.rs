@@ -44,6 +44,8 @@ pub fn request(v: &RequestView, url: String) -> Value {
         "end_reason": r.end_reason,
         "reviews": reviews,
         "groups": groups,
+        // Approved on creation (no approval groups, or an auto-approved admin).
+        "auto_approved": r.approved_at.is_some() && !v.reviews.iter().any(|rv| rv.decision == crate::domain::request::Decision::Approve),
         "url": url,
     })
 }

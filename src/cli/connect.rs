@@ -1,0 +1,205 @@
+//! `jitgate connect CONN`: asks for access (or reuses a live grant or pending
+//! request), waits for the decision with the long-poll endpoint (no busy polling),
+//! and reports it:
+//!
+//! ```text
+//! ⣷ waiting for access request to be approved at https://HOST/#/requests/req_…
+//! Connection ready. Session ID: sess_…
+//! Access expires in 2 hours.
+//! ```
+//!
+//! Ctrl-C while waiting cancels the request on the server. For proxied kinds
+//! (postgres, tcp) the command then stays in the foreground until the grant ends
+//! (the gateway will serve the local port here); Ctrl-C then ends the session but
+//! leaves the grant live, so `connect` again reconnects without a new approval.
+//! Exit codes: 0 granted (and, for proxied kinds, ended normally), 3 rejected,
+//! 4 cancelled, 5 revoked, 1 error.
+
+use super::api::Api;
+use super::output::{remaining_secs, text, Out};
+use super::requests::enc;
+use super::{EXIT_CANCELLED, EXIT_REJECTED, EXIT_REVOKED};
+use crate::domain::duration::humanize;
+use crate::error::{Error, Result};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::{json, Value};
+use std::io::IsTerminal;
+use std::sync::mpsc::{channel, Receiver, Sender};
+use std::time::Duration;
+
+#[derive(Args, Debug)]
+#[command(
+    after_help = "Examples:\n  jitgate connect prod-postgres --duration 2h --reason INC-1234\n  jitgate connect wiki-admin --no-wait --json"
+)]
+pub struct ConnectArgs {
+    /// The connection to ask access to.
+    connection: String,
+    /// How long, counted from approval (e.g. 30m, 2h, 1h30m); default: the connection's.
+    #[arg(long, short)]
+    duration: Option<String>,
+    /// Why (some connections require it).
+    #[arg(long, short)]
+    reason: Option<String>,
+    /// Local port for proxied connections (the gateway uses it).
+    #[arg(long, short)]
+    port: Option<u16>,
+    /// Create (or reuse) the request, print it, and exit without waiting.
+    #[arg(long)]
+    no_wait: bool,
+}
+
+enum Event {
+    Changed(Value),
+    Failed(Error),
+    Interrupted,
+}
+
+pub fn run(api: &Api, out: Out, args: ConnectArgs) -> Result<i32> {
+    let _ = args.port; // served by the gateway; accepted now so scripts stay stable.
+    let created = api.post(
+        "/api/v1/requests",
+        &json!({"connection": args.connection, "duration": args.duration, "reason": args.reason}),
+    )?;
+    if args.no_wait {
+        out.show(&created, || {
+            format!("{} is {}: {}", text(&created["id"]), text(&created["status"]), text(&created["url"]))
+        });
+        return Ok(0);
+    }
+    let (tx, rx) = channel();
+    watch_signals(tx.clone())?;
+    let decided = wait_for_decision(api, out, &created, &tx, &rx)?;
+    match text(&decided["status"]).as_str() {
+        "APPROVED" => granted(api, out, &decided, &tx, &rx),
+        _ => Ok(report_end(out, &decided)),
+    }
+}
+
+/// Waits while the request is PENDING; Ctrl-C cancels it on the server.
+fn wait_for_decision(api: &Api, out: Out, created: &Value, tx: &Sender<Event>, rx: &Receiver<Event>) -> Result<Value> {
+    if created["status"] != "PENDING" {
+        return Ok(created.clone());
+    }
+    let id = text(&created["id"]);
+    let line = format!("waiting for access request to be approved at {}", text(&created["url"]));
+    let spinner = if !out.json && std::io::stdout().is_terminal() {
+        let bar = ProgressBar::new_spinner();
+        bar.set_style(
+            ProgressStyle::with_template("{spinner} {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_spinner())
+                .tick_chars("⣾⣽⣻⢿⡿⣟⣯⣷ "),
+        );
+        bar.set_message(line);
+        bar.enable_steady_tick(Duration::from_millis(80));
+        Some(bar)
+    } else {
+        if out.json {
+            eprintln!("{line}")
+        } else {
+            say!("{line}")
+        }
+        None
+    };
+    poll_until_changed(api.clone(), id.clone(), "PENDING", tx.clone());
+    let result = match rx.recv() {
+        Ok(Event::Changed(v)) => Ok(v),
+        Ok(Event::Failed(e)) => Err(e),
+        Ok(Event::Interrupted) | Err(_) => api
+            .post(&format!("/api/v1/requests/{}/cancel", enc(&id)), &json!({"reason": "cancelled from the terminal"})),
+    };
+    if let Some(bar) = spinner {
+        bar.finish_and_clear();
+    }
+    result
+}
+
+/// Long-polls on its own thread until the status differs from `from`.
+fn poll_until_changed(api: Api, id: String, from: &'static str, tx: Sender<Event>) {
+    std::thread::spawn(move || loop {
+        match api.get(&format!("/api/v1/requests/{}/wait?status={from}&timeout=30s", enc(&id))) {
+            Ok(v) if v["status"] != from => {
+                let _ = tx.send(Event::Changed(v));
+                return;
+            }
+            Ok(_) => continue,
+            Err(e) => {
+                let _ = tx.send(Event::Failed(e));
+                return;
+            }
+        }
+    });
+}
+
+fn watch_signals(tx: Sender<Event>) -> Result<()> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
+    std::thread::spawn(move || {
+        for _ in signals.forever() {
+            if tx.send(Event::Interrupted).is_err() {
+                return;
+            }
+        }
+    });
+    Ok(())
+}
+
+fn granted(api: &Api, out: Out, request: &Value, tx: &Sender<Event>, rx: &Receiver<Event>) -> Result<i32> {
+    let id = text(&request["id"]);
+    let session = api.post("/api/v1/sessions", &json!({"request_id": id}))?;
+    let left = remaining_secs(&request["expires_at"]).unwrap_or(0);
+    if out.json {
+        say!("{}", json!({"request": request, "session": session}));
+    } else {
+        say!("Connection ready. Session ID: {}", text(&session["id"]));
+        say!("Access expires in {}.", humanize(left));
+    }
+    let connection = api.get(&format!("/api/v1/connections/{}", enc(&text(&request["connection"]))))?;
+    if connection["kind"] == "generic" {
+        return Ok(0);
+    }
+    // A proxied connection: stay with the grant until it ends or Ctrl-C.
+    poll_until_changed(api.clone(), id.clone(), "APPROVED", tx.clone());
+    match rx.recv() {
+        Ok(Event::Changed(v)) => Ok(report_end(out, &v)),
+        Ok(Event::Failed(e)) => Err(e),
+        Ok(Event::Interrupted) | Err(_) => {
+            api.post(
+                &format!("/api/v1/sessions/{}/end", enc(&text(&session["id"]))),
+                &json!({"reason": "client disconnected"}),
+            )?;
+            if !out.json {
+                say!(
+                    "Disconnected. The grant stays live until {}; `jitgate requests end {id}` gives it back.",
+                    text(&request["expires_at"])
+                );
+            }
+            Ok(0)
+        }
+    }
+}
+
+/// Says how a request ended and returns the documented exit code.
+fn report_end(out: Out, r: &Value) -> i32 {
+    let (id, by, why) =
+        (text(&r["id"]), text(&r["ended_by"]), r["end_reason"].as_str().map(|w| format!(": {w}")).unwrap_or_default());
+    let (code, message) = match text(&r["status"]).as_str() {
+        "REJECTED" => (EXIT_REJECTED, format!("Request {id} was rejected by {by}{why}")),
+        "CANCELLED" => (EXIT_CANCELLED, format!("Request {id} was cancelled{why}")),
+        "REVOKED" => (EXIT_REVOKED, format!("Access revoked by {by}{why}")),
+        "EXECUTED" if by == "system" => (0, "Access expired.".to_string()),
+        "EXECUTED" => (0, format!("Access ended by {by}.")),
+        other => (1, format!("Request {id} is {other}")),
+    };
+    if out.json {
+        say!("{r}");
+    }
+    if code == 0 {
+        if !out.json {
+            say!("{message}");
+        }
+    } else {
+        eprintln!("{message}");
+    }
+    code
+}
