@@ -19,6 +19,9 @@ pub const GENESIS: &str = "00000000000000000000000000000000000000000000000000000
 /// The system itself as an actor (expiry timer, first start).
 pub const SYSTEM: &str = "system";
 
+/// An unauthenticated caller (a failed login); the name they claimed is in `detail`.
+pub const ANONYMOUS: &str = "anonymous";
+
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct Event {
     pub seq: i64,

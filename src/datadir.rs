@@ -26,9 +26,10 @@ pub fn prepare(dir: &Path) -> Result<()> {
         return Err(Error::Startup(format!("data dir {} is not a directory", dir.display())));
     }
     let mode = meta.permissions().mode();
-    if mode & 0o002 != 0 {
+    // Group-writable is refused too: a group member could swap the internal socket.
+    if mode & 0o022 != 0 {
         return Err(Error::Startup(format!(
-            "data dir {} is writable by every user (mode {:o}): run `chmod 700 {}`",
+            "data dir {} is writable by other users (mode {:o}): run `chmod 700 {}`",
             dir.display(),
             mode & 0o777,
             dir.display()

@@ -30,6 +30,8 @@ pub enum Error {
     WrongState { id: String, status: String, action: &'static str },
     #[error("{0}")]
     TooLarge(String),
+    #[error("send the body as Content-Type: application/json")]
+    MediaType,
     #[error("too many attempts; retry in {retry_after} seconds")]
     RateLimited { retry_after: u64 },
     #[error("{0}")]
@@ -73,6 +75,7 @@ impl Error {
             Error::MethodNotAllowed(_) => 405,
             Error::Conflict { .. } | Error::WrongState { .. } => 409,
             Error::TooLarge(_) => 413,
+            Error::MediaType => 415,
             Error::RateLimited { .. } => 429,
             Error::Unavailable(_) => 503,
             Error::Remote { status, .. } => *status,
@@ -92,6 +95,7 @@ impl Error {
             Error::MethodNotAllowed(_) => "method_not_allowed",
             Error::WrongState { .. } => "wrong_state",
             Error::TooLarge(_) => "body_too_large",
+            Error::MediaType => "unsupported_media_type",
             Error::RateLimited { .. } => "rate_limited",
             Error::Unavailable(_) => "unavailable",
             Error::Remote { .. } => "remote",

@@ -43,9 +43,34 @@ pub fn new_password() -> Result<String> {
 pub const MIN_PASSWORD_CHARS: usize = 12;
 pub const MAX_PASSWORD_BYTES: usize = 1_024;
 
+/// argon2 runs at most this many at once: each takes ~19 MiB and a core for tens of
+/// milliseconds, and a flood of password checks must never hold every HTTP worker.
+const ARGON_SLOTS: usize = 2;
+static ARGON_IN_FLIGHT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+struct ArgonSlot;
+
+impl ArgonSlot {
+    fn take() -> Result<ArgonSlot> {
+        use std::sync::atomic::Ordering;
+        if ARGON_IN_FLIGHT.fetch_add(1, Ordering::SeqCst) >= ARGON_SLOTS {
+            ARGON_IN_FLIGHT.fetch_sub(1, Ordering::SeqCst);
+            return Err(Error::Unavailable("too many password checks at once; retry in a second".into()));
+        }
+        Ok(ArgonSlot)
+    }
+}
+
+impl Drop for ArgonSlot {
+    fn drop(&mut self) {
+        ARGON_IN_FLIGHT.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
 /// argon2id with the crate's defaults (OWASP's 19 MiB, t=2, p=1).
 pub fn hash_password(password: &str) -> Result<String> {
     check_password(password)?;
+    let _slot = ArgonSlot::take()?;
     let salt = SaltString::encode_b64(&random_bytes::<16>()?).map_err(|e| Error::Internal(format!("salt: {e}")))?;
     Argon2::default()
         .hash_password(password.as_bytes(), &salt)
@@ -67,7 +92,12 @@ pub fn check_password(password: &str) -> Result<()> {
 
 /// Verifies a password; `None` (unknown user or token-only account) still spends the
 /// time of one verification, so timing does not tell which usernames exist.
-pub fn verify_password(password: &str, stored: Option<&str>) -> bool {
+pub fn verify_password(password: &str, stored: Option<&str>) -> Result<bool> {
+    let _slot = ArgonSlot::take()?;
+    Ok(verify_unthrottled(password, stored))
+}
+
+fn verify_unthrottled(password: &str, stored: Option<&str>) -> bool {
     const DUMMY: &str =
         "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$Yh3Yd3kX0S3m3gqUCBr7Tn8S5f4c1M5Wg0mYb3b6y1E";
     let candidate = if password.len() > MAX_PASSWORD_BYTES { "" } else { password };
@@ -91,9 +121,9 @@ mod tests {
     #[test]
     fn passwords_verify_and_refuse() {
         let h = hash_password("correct horse battery").unwrap();
-        assert!(verify_password("correct horse battery", Some(&h)));
-        assert!(!verify_password("correct horse battery!", Some(&h)));
-        assert!(!verify_password("anything at all", None));
+        assert!(verify_unthrottled("correct horse battery", Some(&h)));
+        assert!(!verify_unthrottled("correct horse battery!", Some(&h)));
+        assert!(!verify_unthrottled("anything at all", None));
         assert!(hash_password("short").is_err());
     }
 

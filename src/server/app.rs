@@ -27,6 +27,8 @@ pub struct App {
     pub login_limiter: RateLimiter,
     /// Long polls parked right now (bounded by `config.max_waiters`).
     pub waiters: AtomicUsize,
+    /// Long polls parked per user id (bounded by `wait::MAX_PER_USER`).
+    pub waiters_by_user: std::sync::Mutex<std::collections::HashMap<i64, usize>>,
     pub front_stats: std::sync::OnceLock<Arc<front::Stats>>,
 }
 
@@ -64,7 +66,7 @@ pub fn worker(app: Arc<App>, server: Arc<tiny_http::Server>) {
 }
 
 fn handle(app: &Arc<App>, mut request: tiny_http::Request) {
-    let req = match read_req(&mut request, app.config.plain_http) {
+    let req = match read_req(&mut request, app.config.behind_proxy) {
         Ok(req) => req,
         Err(e) => return respond(app, request, "-", Reply::error(&e)),
     };
@@ -127,18 +129,19 @@ fn authorize(app: &App, req: Req, access: Access, params: &[String], now: i64) -
     Ok(Call { req, who, params: params.to_vec(), now })
 }
 
-fn read_req(request: &mut tiny_http::Request, plain: bool) -> Result<Req> {
+fn read_req(request: &mut tiny_http::Request, behind_proxy: bool) -> Result<Req> {
     let (segments, query) = parse_target(request.url())?;
     let headers: Vec<(String, String)> = request
         .headers()
         .iter()
         .map(|h| (h.field.as_str().as_str().to_string(), h.value.as_str().to_string()))
         .collect();
-    let peer = headers
+    let tcp_peer = headers
         .iter()
         .find(|(k, _)| k.eq_ignore_ascii_case(front::PEER_HEADER))
         .map(|(_, v)| v.clone())
-        .unwrap_or_else(|| if plain { "127.0.0.1:0".into() } else { "0.0.0.0:0".into() });
+        .unwrap_or_default();
+    let peer = client_address(&tcp_peer, &headers, behind_proxy);
     let mut body = Vec::new();
     let limit = front::Limits::default().max_body_bytes as u64;
     request.as_reader().take(limit + 1).read_to_end(&mut body)?;
@@ -146,6 +149,22 @@ fn read_req(request: &mut tiny_http::Request, plain: bool) -> Result<Req> {
         return Err(Error::TooLarge("request body exceeds 1 MiB".into()));
     }
     Ok(Req { method: request.method().as_str().to_uppercase(), segments, query, headers, body, peer })
+}
+
+/// The client's address. Behind a proxy (`--behind-proxy`) that connects from
+/// loopback, the last `X-Forwarded-For` entry is the client (the one the proxy
+/// added; earlier entries are the client's own claims). Otherwise the TCP peer.
+fn client_address(tcp_peer: &str, headers: &[(String, String)], behind_proxy: bool) -> String {
+    let from_loopback = tcp_peer.parse::<std::net::SocketAddr>().is_ok_and(|a| a.ip().is_loopback());
+    if behind_proxy && from_loopback {
+        let forwarded = headers.iter().rev().find(|(k, _)| k.eq_ignore_ascii_case("x-forwarded-for"));
+        if let Some(ip) =
+            forwarded.and_then(|(_, v)| v.rsplit(',').next()).and_then(|ip| ip.trim().parse::<std::net::IpAddr>().ok())
+        {
+            return std::net::SocketAddr::new(ip, 0).to_string();
+        }
+    }
+    tcp_peer.to_string()
 }
 
 /// Sends a reply with jitgate's headers and counts it.
@@ -159,12 +178,18 @@ pub fn respond(app: &App, request: tiny_http::Request, route: &str, reply: Reply
     let mut response = tiny_http::Response::from_data(reply.body).with_status_code(reply.status);
     let mut headers: Vec<(String, String)> = vec![
         ("Content-Type".into(), reply.content_type.into()),
-        ("Cache-Control".into(), "no-store".into()),
         ("X-Content-Type-Options".into(), "nosniff".into()),
         ("X-Frame-Options".into(), "DENY".into()),
         ("Referrer-Policy".into(), "no-referrer".into()),
-        ("Content-Security-Policy".into(), "default-src 'none'; frame-ancestors 'none'".into()),
     ];
+    // Defaults a reply may replace (the UI sets its own policy and caching).
+    for (name, value) in
+        [("Cache-Control", "no-store"), ("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'")]
+    {
+        if !reply.headers.iter().any(|(k, _)| k.eq_ignore_ascii_case(name)) {
+            headers.push((name.into(), value.into()));
+        }
+    }
     if !app.config.plain_http || app.config.behind_proxy {
         headers.push(("Strict-Transport-Security".into(), "max-age=31536000".into()));
     }

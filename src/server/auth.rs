@@ -20,7 +20,7 @@ pub const CSRF_HEADER: &str = "X-CSRF-Token";
 /// How the caller proved who they are.
 #[derive(Clone, Debug)]
 pub enum Via {
-    Token { id: String, scope: Scope },
+    Token { id: String, scope: Scope, expires_at: Option<i64> },
     Cookie { csrf: String },
 }
 
@@ -72,7 +72,8 @@ pub fn principal(store: &Store, req: &Req, needs: Scope, now: i64) -> Result<Opt
         if found.last_used_at.is_none_or(|t| t < now - tokens::TOUCH_INTERVAL_MS) {
             store.write(|tx| tokens::touch(tx, &found.token_id, now))?;
         }
-        return Ok(Some(Principal { user, via: Via::Token { id: found.token_id, scope: found.scope } }));
+        let via = Via::Token { id: found.token_id, scope: found.scope, expires_at: found.expires_at };
+        return Ok(Some(Principal { user, via }));
     }
     let Some(cookie) = req.cookie(SESSION_COOKIE) else { return Ok(None) };
     let (user_id, csrf) = store
@@ -97,10 +98,13 @@ pub fn require(store: &Store, req: &Req, needs: Scope, now: i64) -> Result<Princ
         .ok_or_else(|| Error::Unauthenticated("log in, or send Authorization: Bearer <token>".into()))
 }
 
-/// Per-client-address token bucket for login attempts.
+/// Token buckets for password attempts, keyed per client address (IPv6 by /64, so
+/// one host cannot rotate through its addresses) and per username (so many
+/// addresses cannot share out one victim's password guesses; that budget is wider,
+/// three times the per-address one, to keep lock-outs of the real user short).
 pub struct RateLimiter {
     per_minute: f64,
-    buckets: Mutex<HashMap<IpAddr, (f64, Instant)>>,
+    buckets: Mutex<HashMap<String, (f64, Instant)>>,
 }
 
 const MAX_TRACKED_CLIENTS: usize = 10_000;
@@ -110,9 +114,17 @@ impl RateLimiter {
         RateLimiter { per_minute: f64::from(per_minute.max(1)), buckets: Mutex::new(HashMap::new()) }
     }
 
-    /// Takes one attempt for `peer`, or says how long to wait.
-    pub fn take(&self, peer: &str) -> Result<()> {
-        let ip = peer_ip(peer);
+    /// Takes one password attempt for the client address `peer` ("ip:port").
+    pub fn take_address(&self, peer: &str) -> Result<()> {
+        self.take_key(address_key(peer_ip(peer)), self.per_minute)
+    }
+
+    /// Takes one password attempt against `username`, from wherever it comes.
+    pub fn take_user(&self, username: &str) -> Result<()> {
+        self.take_key(format!("user:{}", username.to_ascii_lowercase()), self.per_minute * 3.0)
+    }
+
+    fn take_key(&self, key: String, budget: f64) -> Result<()> {
         let now = Instant::now();
         let mut buckets = self.buckets.lock().map_err(|_| Error::Internal("rate limiter lock poisoned".into()))?;
         if buckets.len() >= MAX_TRACKED_CLIENTS {
@@ -121,15 +133,25 @@ impl RateLimiter {
                 *tokens + now.duration_since(*at).as_secs_f64() * per_minute / 60.0 < per_minute
             });
         }
-        let (tokens, at) = buckets.entry(ip).or_insert((self.per_minute, now));
-        *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * self.per_minute / 60.0).min(self.per_minute);
+        let (tokens, at) = buckets.entry(key).or_insert((budget, now));
+        *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * budget / 60.0).min(budget);
         *at = now;
         if *tokens >= 1.0 {
             *tokens -= 1.0;
             Ok(())
         } else {
-            let wait = ((1.0 - *tokens) * 60.0 / self.per_minute).ceil() as u64;
+            let wait = ((1.0 - *tokens) * 60.0 / budget).ceil() as u64;
             Err(Error::RateLimited { retry_after: wait.max(1) })
+        }
+    }
+}
+
+fn address_key(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => format!("ip:{v4}"),
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            format!("ip6:{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
         }
     }
 }
@@ -147,9 +169,23 @@ mod tests {
     fn the_limiter_refuses_past_the_budget_per_address() {
         let limiter = RateLimiter::new(3);
         for _ in 0..3 {
-            limiter.take("10.0.0.1:5000").unwrap();
+            limiter.take_address("10.0.0.1:5000").unwrap();
         }
-        assert!(matches!(limiter.take("10.0.0.1:6000"), Err(Error::RateLimited { .. })));
-        limiter.take("10.0.0.2:5000").unwrap();
+        assert!(matches!(limiter.take_address("10.0.0.1:6000"), Err(Error::RateLimited { .. })));
+        limiter.take_address("10.0.0.2:5000").unwrap();
+        // One /64 is one budget.
+        for i in 0..3 {
+            limiter.take_address(&format!("[2001:db8::{i}]:1")).unwrap();
+        }
+        assert!(limiter.take_address("[2001:db8::99]:1").is_err());
+    }
+
+    #[test]
+    fn a_username_has_a_budget_of_its_own_across_addresses() {
+        let limiter = RateLimiter::new(1);
+        for _ in 0..3 {
+            limiter.take_user("alice").unwrap();
+        }
+        assert!(limiter.take_user("ALICE").is_err());
     }
 }

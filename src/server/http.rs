@@ -40,6 +40,13 @@ impl Req {
     /// wrong types. An empty body reads as `{}` so optional-only bodies may be omitted.
     pub fn json<T: DeserializeOwned>(&self) -> Result<T> {
         let body: &[u8] = if self.body.iter().all(u8::is_ascii_whitespace) { b"{}" } else { &self.body };
+        // A form can post text/plain across sites without a preflight: only JSON.
+        let json_type = self
+            .header("content-type")
+            .is_some_and(|t| t.split(';').next().is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json")));
+        if !self.body.iter().all(u8::is_ascii_whitespace) && !json_type {
+            return Err(Error::MediaType);
+        }
         // serde would also read a struct from a JSON array (`["alice"]`): only objects.
         if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
             return Err(Error::bad("invalid_json", "the body must be a JSON object"));

@@ -55,6 +55,7 @@ pub fn serve(cfg: ServeConfig) -> Result<()> {
         metrics: metrics.clone(),
         login_limiter: auth::RateLimiter::new(cfg.login_attempts_per_minute),
         waiters: AtomicUsize::new(0),
+        waiters_by_user: Default::default(),
         front_stats: Default::default(),
         config: cfg.clone(),
     });

@@ -3,7 +3,7 @@
 //! not listed is a 404, a method not listed is a 405); handlers then apply the fine
 //! rules (who may see a request, who may review it) from the domain.
 
-use super::api::{access, audit, connections, groups, requests, sessions, system, tokens, users};
+use super::api::{access, audit, connections, groups, requests, sessions, system, tokens, ui, users};
 use super::app::{App, Call};
 use super::http::Reply;
 use super::wait::WaitSpec;
@@ -46,6 +46,8 @@ const fn r(method: &'static str, pattern: &'static str, access: Access, f: fn(&A
 use Access::*;
 
 pub static ROUTES: &[Route] = &[
+    r("GET", "/", Public, ui::index),
+    r("GET", "/ui/{file}", Public, ui::asset),
     r("GET", "/healthz", Public, system::healthz),
     r("GET", "/metrics", Metrics, system::metrics),
     r("GET", "/api/v1/openapi.json", Public, system::openapi),

@@ -137,13 +137,14 @@ pub struct Authenticated {
     pub scope: Scope,
     pub token_id: String,
     pub last_used_at: Option<i64>,
+    pub expires_at: Option<i64>,
 }
 
 pub fn authenticate(conn: &Connection, token: &str, now: i64) -> Result<Option<Authenticated>> {
     let hash = secret::hash_token(token);
     Ok(conn
         .query_row(
-            "SELECT t.user_id, t.scope, t.id, t.last_used_at FROM api_tokens t JOIN users u ON u.id = t.user_id
+            "SELECT t.user_id, t.scope, t.id, t.last_used_at, t.expires_at FROM api_tokens t JOIN users u ON u.id = t.user_id
              WHERE t.token_hash = ?1 AND (t.expires_at IS NULL OR t.expires_at > ?2) AND u.disabled = 0 AND u.deleted_at IS NULL",
             params![hash.as_slice(), now],
             |r| {
@@ -152,6 +153,7 @@ pub fn authenticate(conn: &Connection, token: &str, now: i64) -> Result<Option<A
                     scope: Scope::parse(&r.get::<_, String>(1)?),
                     token_id: r.get(2)?,
                     last_used_at: r.get(3)?,
+                    expires_at: r.get(4)?,
                 })
             },
         )

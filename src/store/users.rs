@@ -44,8 +44,14 @@ pub struct NewUser {
     pub admin: bool,
 }
 
+/// Names the audit trail uses for actors that are not people.
+pub const RESERVED_NAMES: [&str; 3] = [crate::audit::SYSTEM, crate::audit::ANONYMOUS, "offline-admin"];
+
 pub fn create(tx: &Transaction<'_>, actor: &str, new: &NewUser, now: i64) -> Result<User> {
     check_name("user", &new.username)?;
+    if RESERVED_NAMES.iter().any(|r| r.eq_ignore_ascii_case(&new.username)) {
+        return Err(Error::bad("reserved_name", format!("{} is reserved for the audit trail", new.username)));
+    }
     if let Some(d) = &new.display_name {
         check_text("display_name", d, MAX_DISPLAY_NAME_CHARS)?;
     }
@@ -138,8 +144,13 @@ pub fn update(tx: &Transaction<'_>, actor: &str, username: &str, patch: &Patch, 
     }
     if let Some(h) = &patch.password_hash {
         tx.execute("UPDATE users SET password_hash = ?1 WHERE id = ?2", params![h, user.id])?;
-        // A new password ends every browser session of that user.
+        // A new password ends every browser session of that user; set by someone
+        // else (an admin's reset, the offline reset), it also revokes their tokens:
+        // a reset is what one does after a compromise.
         tx.execute("DELETE FROM web_sessions WHERE user_id = ?1", [user.id])?;
+        if actor != username {
+            tx.execute("DELETE FROM api_tokens WHERE user_id = ?1", [user.id])?;
+        }
     }
     if let Some(a) = patch.admin {
         tx.execute("UPDATE users SET admin = ?1 WHERE id = ?2", params![a, user.id])?;

@@ -60,6 +60,8 @@ macro_rules! row {
 fn table() -> Vec<Row> {
     vec![
         row!("GET", "/healthz", [200, 200, 200, 200, 200], |_| ("/healthz".into(), None)),
+        row!("GET", "/", [200, 200, 200, 200, 200], |_| ("/".into(), None)),
+        row!("GET", "/ui/{file}", [200, 200, 200, 200, 200], |_| ("/ui/app.js".into(), None)),
         row!("GET", "/metrics", [401, 403, 403, 403, 200], |_| ("/metrics".into(), None)),
         row!("GET", "/api/v1/openapi.json", [200, 200, 200, 200, 200], |_| ("/api/v1/openapi.json".into(), None)),
         row!("POST", "/api/v1/login", [200, 200, 200, 200, 200], |f| (

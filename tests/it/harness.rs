@@ -327,6 +327,7 @@ impl Client {
             req = req.set(k, v);
         }
         let result = match body {
+            Some(b) if self.headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("content-type")) => req.send_bytes(b),
             Some(b) => req.set("Content-Type", "application/json").send_bytes(b),
             None => req.call(),
         };

@@ -8,4 +8,5 @@ mod bad_input;
 mod crash;
 mod lifecycle;
 mod listener;
+mod security;
 mod startup;

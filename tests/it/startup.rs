@@ -62,7 +62,7 @@ fn unsafe_layouts_are_refused_with_the_fix() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("open");
     std::fs::create_dir(&data).unwrap();
-    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o777)).unwrap();
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o770)).unwrap();
     let err = serve_fails(&["--listen", "127.0.0.1:0"], &data);
     assert!(err.contains("chmod 700"), "{err}");
 

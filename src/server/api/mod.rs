@@ -9,4 +9,5 @@ pub mod requests;
 pub mod sessions;
 pub mod system;
 pub mod tokens;
+pub mod ui;
 pub mod users;

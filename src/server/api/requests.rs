@@ -88,7 +88,7 @@ pub fn wait(app: &App, call: &Call) -> Result<WaitSpec> {
     if timeout > MAX_WAIT {
         return Err(Error::bad("bad_timeout", "timeout is at most 60s"));
     }
-    Ok(WaitSpec { id: view.request.id, unless: status, timeout })
+    Ok(WaitSpec { user_id: call.who()?.user.id, id: view.request.id, unless: status, timeout })
 }
 
 #[derive(Deserialize)]

@@ -56,11 +56,12 @@ struct Login {
 }
 
 pub fn login(app: &App, call: &Call) -> Result<Reply> {
-    app.login_limiter.take(&call.req.peer)?;
+    app.login_limiter.take_address(&call.req.peer)?;
     let body: Login = call.req.json()?;
+    app.login_limiter.take_user(&body.username)?;
     let found = app.store.read(|c| users::credentials(c, &body.username))?;
     let stored = found.as_ref().and_then(|(_, hash, disabled)| if *disabled { None } else { hash.as_deref() });
-    let ok = secret::verify_password(&body.password, stored);
+    let ok = secret::verify_password(&body.password, stored)?;
     let target = if crate::domain::check_name("user", &body.username).is_ok() {
         body.username.as_str()
     } else {
@@ -70,7 +71,9 @@ pub fn login(app: &App, call: &Call) -> Result<Reply> {
         (true, Some(f)) => f,
         _ => {
             app.store.write(|tx| {
-                audit::append(tx, call.now, target, "login.failed", target, json!({"peer": call.req.peer}))
+                // The claimed name is not an identity: the actor is anonymous.
+                let detail = json!({"peer": call.req.peer, "username": target});
+                audit::append(tx, call.now, audit::ANONYMOUS, "login.failed", target, detail)
             })?;
             return Err(Error::Unauthenticated("wrong username or password".into()));
         }
@@ -109,7 +112,7 @@ pub fn me(_: &App, call: &Call) -> Result<Reply> {
             body["auth"] = json!("session");
             body["csrf_token"] = json!(csrf);
         }
-        Via::Token { id, scope } => {
+        Via::Token { id, scope, .. } => {
             body["auth"] = json!("token");
             body["token_id"] = json!(id);
             body["scope"] = json!(scope.as_str());

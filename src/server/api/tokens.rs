@@ -6,6 +6,7 @@ use crate::domain::duration;
 use crate::domain::request::secs_to_ms;
 use crate::error::{Error, Result};
 use crate::server::app::{App, Call};
+use crate::server::auth::Via;
 use crate::server::http::{page, page_of, Reply};
 use crate::server::views;
 use crate::store::tokens::{self, Scope};
@@ -26,7 +27,23 @@ pub fn create(app: &App, call: &Call) -> Result<Reply> {
     if scope != Scope::Api && !who.user.admin {
         return Err(Error::Forbidden(format!("only an admin may mint a {} token", scope.as_str())));
     }
-    let expires_at = body.expires_in.as_deref().map(duration::parse).transpose()?.map(|s| call.now + secs_to_ms(s));
+    let target = call.param(0);
+    if scope == Scope::Api && who.user.admin && target != who.name() {
+        // Minting an api token for a person would let one admin act as them (and
+        // approve as several people, beating the two-person rule): only for
+        // accounts without a password (service accounts).
+        let person = app.store.read(|c| crate::store::users::get(c, target))?.has_password;
+        if person {
+            return Err(Error::Forbidden(format!("{target} logs in with a password: they mint their own api tokens")));
+        }
+    }
+    let asked = body.expires_in.as_deref().map(duration::parse).transpose()?.map(|s| call.now + secs_to_ms(s));
+    // A token never outlives the token that made it.
+    let expires_at = match (&who.via, asked) {
+        (Via::Token { expires_at: Some(limit), .. }, Some(a)) => Some(a.min(*limit)),
+        (Via::Token { expires_at: Some(limit), .. }, None) => Some(*limit),
+        (_, asked) => asked,
+    };
     let (token, secret) =
         app.store.write(|tx| tokens::create(tx, who.name(), call.param(0), &body.name, scope, expires_at, call.now))?;
     let mut out = views::token(&token);

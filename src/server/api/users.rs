@@ -67,7 +67,10 @@ pub fn update(app: &App, call: &Call) -> Result<Reply> {
         let stored = app.store.read(|c| users::credentials(c, name))?.and_then(|(_, h, _)| h);
         if body.password.is_some() && stored.is_some() {
             let current = body.current_password.as_deref().unwrap_or("");
-            if !secret::verify_password(current, stored.as_deref()) {
+            // A password check is a password guess: it spends the login budget.
+            app.login_limiter.take_address(&call.req.peer)?;
+            app.login_limiter.take_user(name)?;
+            if !secret::verify_password(current, stored.as_deref())? {
                 return Err(Error::Forbidden("current_password is missing or wrong".into()));
             }
         }

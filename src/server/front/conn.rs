@@ -113,10 +113,13 @@ impl Conn<'_> {
         Ok(if keep { Next::KeepAlive } else { Next::Close })
     }
 
-    /// Waits for a request's first byte (the idle deadline, or on a new connection the
-    /// head deadline), then gives the whole head `head_timeout` from that byte on.
+    /// Waits for a request's first byte, then reads the whole head. On a kept-alive
+    /// connection the first byte has the idle deadline and the head `head_timeout`
+    /// from that byte on; on a new connection one `head_timeout` covers both, so a
+    /// late first byte never buys a second deadline.
     fn read_head(&mut self, first: bool) -> Result<RequestHead, Stop> {
         let limits = &self.inner.limits;
+        let head_deadline_new = Instant::now() + limits.head_timeout;
         if self.buf.is_empty() {
             let (wait, phase) = match first {
                 true => (limits.head_timeout, "head"),
@@ -133,7 +136,7 @@ impl Conn<'_> {
             }
         }
         self.admission.busy();
-        self.t.set_deadline(Instant::now() + limits.head_timeout);
+        self.t.set_deadline(if first { head_deadline_new } else { Instant::now() + limits.head_timeout });
         let mut scanner = Scanner::new();
         loop {
             let found = scanner.advance(&self.buf, limits.max_head_bytes);
@@ -165,8 +168,17 @@ impl Conn<'_> {
         }
         let from_buf = len.min(self.buf.len());
         let mut body: Vec<u8> = self.buf.drain(..from_buf).collect();
-        body.resize(len, 0);
-        self.t.read_exact(&mut body[from_buf..]).map_err(|e| stop_on(e, "body"))?;
+        // Grow with the bytes that arrive: a head that only promises 1 MiB must not
+        // make us hold 1 MiB.
+        while body.len() < len {
+            let want = (len - body.len()).min(READ_CHUNK);
+            let mut chunk = [0u8; READ_CHUNK];
+            let n = self.t.read(&mut chunk[..want]).map_err(|e| stop_on(e, "body"))?;
+            if n == 0 {
+                return Err(Stop::Gone);
+            }
+            body.extend_from_slice(&chunk[..n]);
+        }
         Ok(body)
     }
 

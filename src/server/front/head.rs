@@ -129,6 +129,11 @@ pub(super) fn parse(head: &[u8], limits: &Limits) -> Result<RequestHead, Reject>
     if !target.starts_with('/') {
         return Err(Reject::bad_request("request target must be a path starting with /"));
     }
+    // obs-text (bytes >= 0x80) is legal to httparse but not to tiny_http behind us:
+    // refuse it here with a clean 400 rather than have the hop fail.
+    if req.headers.iter().any(|h| h.value.iter().any(|b| !(b.is_ascii_graphic() || *b == b' ' || *b == b'\t'))) {
+        return Err(Reject::bad_request("header values must be printable ASCII"));
+    }
     let headers = req.headers.iter().map(|h| Header { name: h.name.to_string(), value: h.value.to_vec() }).collect();
     let mut head = RequestHead {
         method: method.to_string(),

@@ -1,0 +1,1 @@
+// The jitgate web UI (see issue: approval web UI).
