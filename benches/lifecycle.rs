@@ -16,7 +16,7 @@
 //!
 //! Knobs (environment): `JITGATE_BENCH_THREADS` (default 32), `JITGATE_BENCH_SECS`
 //! (length of each many-client phase, default 10), `JITGATE_BENCH_REQUESTS` (100000),
-//! `JITGATE_BENCH_GRANTS` (1000), `JITGATE_BENCH_OBSERVERS` (200),
+//! `JITGATE_BENCH_GRANTS` (1000), `JITGATE_BENCH_OBSERVERS` (100, one per grant owner),
 //! `JITGATE_BENCH_DIR` (where the scratch data dirs go; default the system temp dir).
 //! Results and their meaning: BENCHMARKS.md.
 
@@ -39,6 +39,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 type Res<T> = Result<T, Box<dyn Error + Send + Sync>>;
 
 const ADMIN_TOKEN: &str = "jg_bench_admin_token_0123456789abcdefghijklmnop";
+
+/// The token of user `exp{u}`, who owns the grants k with k % 100 == u.
+fn exp_token(u: usize) -> String {
+    format!("jg_bench_exp{u:03}_token_0123456789abcdefghijklmnop")
+}
 
 fn env_usize(key: &str, default: usize) -> usize {
     std::env::var(key).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
@@ -77,7 +82,8 @@ impl Lat {
             return "no samples".into();
         }
         format!(
-            "p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+            "min {:.2} ms, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+            s[0] as f64 / 1e3,
             pct_of(&s, 50.0) as f64 / 1e3,
             pct_of(&s, 99.0) as f64 / 1e3,
             s[s.len() - 1] as f64 / 1e3
@@ -131,6 +137,21 @@ struct Server {
     stopped: bool,
 }
 
+/// utime + stime of a `/proc/…/stat` file (clock ticks of 10 ms, as on Linux).
+fn cpu_of(path: &str) -> Duration {
+    let stat = fs::read_to_string(path).unwrap_or_default();
+    // Fields after the `(comm)`: state is field 3, utime 14, stime 15.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<u64> = rest.split_whitespace().map(|x| x.parse().unwrap_or(0)).collect();
+    let ticks = f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0);
+    Duration::from_millis(ticks * 10)
+}
+
+/// The 1-minute load average: how busy the (shared) machine was.
+fn loadavg() -> String {
+    fs::read_to_string("/proc/loadavg").unwrap_or_default().split_whitespace().next().unwrap_or("?").to_string()
+}
+
 fn free_port() -> Res<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
@@ -144,7 +165,7 @@ impl Server {
         let listen = format!("127.0.0.1:{port}");
         let log_path = dir.with_extension("log");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_jitgate"));
-        cmd.arg("serve").arg("--data-dir").arg(dir).args(["--listen", &listen]).args(extra);
+        cmd.arg("serve").arg("--allow-root").arg("--data-dir").arg(dir).args(["--listen", &listen]).args(extra);
         cmd.env("JITGATE_ADMIN_TOKEN", ADMIN_TOKEN).env_remove("JITGATE_DATA_DIR");
         cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
         let spawned_at = Instant::now();
@@ -211,6 +232,25 @@ impl Server {
                 .unwrap_or(0)
         };
         (field("VmRSS:"), field("VmHWM:"), field("Threads:"))
+    }
+
+    /// CPU time (user + system) the server has used so far.
+    fn cpu(&self) -> Duration {
+        cpu_of(&format!("/proc/{}/stat", self.pid))
+    }
+
+    /// Live threads by name, e.g. `conn 33, http-worker 8, …`.
+    fn thread_names(&self) -> String {
+        let mut by: BTreeMap<String, usize> = BTreeMap::new();
+        if let Ok(tasks) = fs::read_dir(format!("/proc/{}/task", self.pid)) {
+            for t in tasks.flatten() {
+                let name = fs::read_to_string(t.path().join("comm")).unwrap_or_default().trim().to_string();
+                *by.entry(name).or_default() += 1;
+            }
+        }
+        let mut v: Vec<_> = by.into_iter().collect();
+        v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        v.iter().map(|(n, c)| format!("{n} {c}")).collect::<Vec<_>>().join(", ")
     }
 
     /// SIGTERM, then waits for the exit (bounded); returns how long the stop took.
@@ -517,6 +557,40 @@ fn drive(workers: &mut [Worker], secs: f64, op: fn(&mut Worker, &mut Tally) -> R
     (total, elapsed)
 }
 
+/// Drives one phase and reports it: rate, latencies, the CPU the server and this
+/// process (the clients) used per operation, and the server's RSS after it.
+fn phase(
+    table: &mut Table,
+    server: &Server,
+    label: &str,
+    unit: &str,
+    workers: &mut [Worker],
+    secs: f64,
+    op: fn(&mut Worker, &mut Tally) -> Res<()>,
+) -> (f64, Tally) {
+    println!("\n-- {label}");
+    let (srv0, cli0) = (server.cpu(), cpu_of("/proc/self/stat"));
+    let (t, elapsed) = drive(workers, secs, op);
+    let (srv, cli) = (server.cpu() - srv0, cpu_of("/proc/self/stat") - cli0);
+    let rate = report_phase(table, "load", label, unit, &t, elapsed);
+    let per = |d: Duration| d.as_secs_f64() * 1e3 / t.done.max(1) as f64;
+    let cores = |d: Duration| d.as_secs_f64() / elapsed.as_secs_f64();
+    table.add(
+        "load",
+        &format!("{label}: CPU per op"),
+        format!(
+            "server {:.2} ms ({:.2} cores busy), clients {:.2} ms ({:.2} cores)",
+            per(srv),
+            cores(srv),
+            per(cli),
+            cores(cli)
+        ),
+    );
+    let (rss, _, threads) = server.memory();
+    table.add("load", &format!("{label}: server RSS after"), format!("{}  ({threads} threads)", mib(rss)));
+    (rate, t)
+}
+
 fn report_phase(table: &mut Table, section: &str, label: &str, unit: &str, t: &Tally, elapsed: Duration) -> f64 {
     let rate = t.done as f64 / elapsed.as_secs_f64();
     table.add(
@@ -567,21 +641,28 @@ fn populate_history(dir: &Path, n: usize) -> Res<Duration> {
         }
         for u in 0..100 {
             users::create(tx, "admin", &mk(format!("exp{u}")), now)?;
+            tokens::create_with_secret(tx, &format!("exp{u}"), "bench", &exp_token(u), now)?;
         }
         for c in 0..10 {
             connections::create(tx, "admin", &Connection::with_defaults(&format!("exp-c{c}")), now)?;
         }
+        let mut closed = 0;
         for i in 0..n {
-            let at = now - ((n - i) as i64) * 60_000;
+            // The newest ends an hour before `now`: every one is over by then.
+            let at = now - ((n - i) as i64 + 60) * 60_000;
             let (_, reused) =
                 requests::create(tx, &people[i % 200], &format!("hist-c{}", i % 50), Some("30m"), None, at)?;
             if reused {
                 return Err(jitgate::Error::Internal("history: a request was reused".into()));
             }
+            // As the expiry timer would have: close what ran out by then.
+            if i % 1_000 == 999 {
+                closed += requests::expire_due(tx, at)?.len();
+            }
         }
-        let closed = requests::expire_due(tx, now)?;
-        if closed.len() != n {
-            return Err(jitgate::Error::Internal(format!("history: closed {} of {n}", closed.len())));
+        closed += requests::expire_due(tx, now)?.len();
+        if closed != n {
+            return Err(jitgate::Error::Internal(format!("history: closed {closed} of {n}")));
         }
         Ok(())
     })?;
@@ -620,12 +701,14 @@ fn main() -> Res<()> {
     let secs = env_usize("JITGATE_BENCH_SECS", 10).max(1) as f64;
     let n_history = env_usize("JITGATE_BENCH_REQUESTS", 100_000);
     let n_grants = env_usize("JITGATE_BENCH_GRANTS", 1_000).clamp(1, 1_000);
-    let n_observers = env_usize("JITGATE_BENCH_OBSERVERS", 200).clamp(1, n_grants.min(250));
+    // One observer per owner: the server parks at most 8 long polls per user.
+    let n_observers = env_usize("JITGATE_BENCH_OBSERVERS", 100).clamp(1, n_grants.min(100));
     let root = match std::env::var_os("JITGATE_BENCH_DIR") {
         Some(d) => tempfile::tempdir_in(d)?,
         None => tempfile::tempdir()?,
     };
     let began = Instant::now();
+    let load_start = loadavg();
     let mut table = Table::default();
     println!(
         "jitgate lifecycle bench: {threads} client threads, {secs} s per many-client phase, scratch dir {}",
@@ -669,22 +752,29 @@ fn main() -> Res<()> {
         return Err(format!("warm-up failed: {:?} {:?}", warm.first_error, warm_reads.first_error).into());
     }
     let (rss_idle, _, threads_idle) = server.memory();
+    let names_idle = server.thread_names();
 
-    println!("\n-- lifecycles, 1 client");
-    let (t, el) = drive(&mut workers[..1], secs.min(4.0), lifecycle);
-    let lc1 = report_phase(&mut table, "load", "lifecycles, 1 client", "lifecycles", &t, el);
-    println!("\n-- lifecycles, {threads} clients");
-    let (t, el) = drive(&mut workers, secs, lifecycle);
-    let lcn = report_phase(&mut table, "load", &format!("lifecycles, {threads} clients"), "lifecycles", &t, el);
-    let lcn_p50 = t.total.pct(50.0);
-    println!("\n-- reads, 1 client");
-    let (t, el) = drive(&mut workers[..1], secs.min(4.0), read_one);
-    report_phase(&mut table, "load", "reads, 1 client", "reads", &t, el);
-    println!("\n-- reads, {threads} clients");
-    let (t, el) = drive(&mut workers, secs, read_one);
-    report_phase(&mut table, "load", &format!("reads, {threads} clients"), "reads", &t, el);
+    let short = secs.min(4.0);
+    let (lc1, t1) =
+        phase(&mut table, &server, "lifecycles, 1 client", "lifecycles", &mut workers[..1], short, lifecycle);
+    let many = format!("{threads} clients");
+    let (lcn, _) =
+        phase(&mut table, &server, &format!("lifecycles, {many}"), "lifecycles", &mut workers, secs, lifecycle);
+    let lc1_p50 = t1.total.pct(50.0);
+    phase(&mut table, &server, "reads, 1 client", "reads", &mut workers[..1], short, read_one);
+    phase(&mut table, &server, &format!("reads, {many}"), "reads", &mut workers, secs, read_one);
 
     let (rss_after, hwm, threads_after) = server.memory();
+    let names_after = server.thread_names();
+    // tiny_http's task pool grows a thread whenever none is idle and lets each extra
+    // one go after 5 s idle: wait (bounded) until the thread count is back to the
+    // warm-up figure, then take the settled RSS.
+    let settle = Instant::now();
+    while server.memory().2 > threads_idle && settle.elapsed() < Duration::from_secs(15) {
+        thread::sleep(Duration::from_millis(200));
+    }
+    let (rss_settled, _, threads_settled) = server.memory();
+    let settled_after = settle.elapsed();
     let m = admin.text("/metrics")?;
     let conns = metric(&m, "jitgate_connections_total").unwrap_or(0.0);
     let reqs = metric(&m, "jitgate_listener_requests_total").unwrap_or(0.0);
@@ -702,7 +792,6 @@ fn main() -> Res<()> {
     );
     let raw = (raw_before.commits_per_s + raw_after.commits_per_s) / 2.0;
     // Each lifecycle loop commits 3 times: create, approve, end (the read does not write).
-    let many = format!("{threads} clients");
     for (label, rate) in [("1 client", lc1), (many.as_str(), lcn)] {
         table.add(
             "ratios",
@@ -718,17 +807,30 @@ fn main() -> Res<()> {
     let raw_p50 = (raw_before.lat.pct(50.0) + raw_after.lat.pct(50.0)) / 2.0;
     table.add(
         "ratios",
-        &format!("lifecycle p50 ÷ 2 raw commit p50, {threads} clients"),
-        format!("{:.1}×  ({lcn_p50:.2} ms ÷ 2 × {raw_p50:.2} ms)", lcn_p50 / (2.0 * raw_p50)),
+        "lifecycle p50 ÷ 2 raw commit p50, 1 client",
+        format!("{:.1}×  ({lc1_p50:.2} ms ÷ (2 × {raw_p50:.2} ms))", lc1_p50 / (2.0 * raw_p50)),
     );
 
     table.add("memory", "RSS just started", mib(rss_fresh));
     table.add(
         "memory",
         "RSS idle after warm-up",
-        format!("{}  ({threads} idle keep-alive connections, {threads_idle} threads)", mib(rss_idle)),
+        format!("{}  ({threads} idle keep-alive connections; {threads_idle} threads: {names_idle})", mib(rss_idle)),
     );
-    table.add("memory", "RSS idle after the load", format!("{}  ({threads_after} threads)", mib(rss_after)));
+    table.add(
+        "memory",
+        "RSS idle after the load",
+        format!("{}  ({threads_after} threads: {names_after})", mib(rss_after)),
+    );
+    table.add(
+        "memory",
+        "RSS idle after the load, settled",
+        format!(
+            "{}  ({threads_settled} threads, {:.1} s after the load)",
+            mib(rss_settled),
+            settled_after.as_secs_f64()
+        ),
+    );
     table.add("memory", "peak RSS (VmHWM)", mib(hwm));
     table.add(
         "start",
@@ -777,12 +879,12 @@ fn main() -> Res<()> {
     let (ids, due) = populate_grants(&hist, n_grants, lead)?;
     let mut server = Server::start(&hist, &["--max-connections-per-ip", "1024"])?;
     let barrier = Arc::new(Barrier::new(n_observers + 1));
-    let observers: Vec<_> = ids
-        .iter()
-        .step_by(n_grants / n_observers)
-        .take(n_observers)
-        .map(|id| {
-            let (client, barrier, id) = (server.client(ADMIN_TOKEN), barrier.clone(), id.clone());
+    let observers: Vec<_> = (0..n_observers)
+        .map(|u| {
+            // A grant of user exp{u}, spread over the connections.
+            let k = u + 100 * (u % 10);
+            let id = ids[if k < n_grants { k } else { u }].clone();
+            let (client, barrier) = (server.client(&exp_token(u)), barrier.clone());
             thread::spawn(move || -> Res<(i64, i64)> {
                 // Open the keep-alive connection first, so the wait itself is one round trip.
                 let warm = client.call("GET", "/healthz", None, None);
@@ -856,6 +958,7 @@ fn main() -> Res<()> {
     drop(server);
 
     table.add("run", "whole bench", format!("{:.0} s", began.elapsed().as_secs_f64()));
+    table.add("run", "load average (1 min) at start → end", format!("{load_start} → {}", loadavg()));
     table.print();
     Ok(())
 }

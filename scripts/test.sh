@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs every test of jitgate: unit tests beside the code, and the integration tests
-# that drive the real binary over HTTPS. Installs what the tests need that cargo does
-# not bring (nothing yet beyond a Rust toolchain; browser and PostgreSQL tests will
-# add their packages here). Usage: scripts/test.sh [extra cargo test args]
+# that drive the real binary over HTTPS, a real PostgreSQL behind the gateway, and a
+# real browser for the UI. Installs what the tests need that cargo does not bring
+# (Debian's postgresql, chromium; npm packages) and starts the throwaway services.
+# Usage: scripts/test.sh [extra cargo test args]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,6 +12,19 @@ if ! need cargo; then
     echo "scripts/test.sh: cargo is missing: install a Rust toolchain (https://rustup.rs or the distribution's rustc/cargo)" >&2
     exit 2
 fi
+
+# Services the tests use, stopped on exit whatever happens.
+cleanups=()
+cleanup() { for c in "${cleanups[@]}"; do eval "$c" || true; done; }
+trap cleanup EXIT
+
+# PostgreSQL for the gateway tests: a throwaway cluster on a free loopback port.
+pg_dir=$(mktemp -d /tmp/jitgate-pg.XXXXXX)
+cleanups+=("scripts/test-postgres.sh stop '$pg_dir'")
+eval "$(scripts/test-postgres.sh start "$pg_dir")"
+
+# The systemd unit, install.sh and the Debian package (release build, cargo-deb).
+scripts/test-packaging.sh
 
 cargo build --locked --all-targets
 cargo test --locked "$@"

@@ -23,10 +23,25 @@ pub struct FileConfig {
     pub tls_key: Option<PathBuf>,
     pub workers: Option<usize>,
     pub log_level: Option<String>,
+    /// Run as root anyway (refused by default; see `preflight`).
+    pub allow_root: Option<bool>,
     #[serde(default)]
     pub limits: LimitsFile,
     #[serde(default)]
     pub login: LoginFile,
+    #[serde(default)]
+    pub backup: BackupFile,
+}
+
+/// `[backup]`: periodic backups by the server, off until `interval` is set.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackupFile {
+    /// Default: `backups/` in the data dir.
+    pub dir: Option<PathBuf>,
+    pub interval: Option<String>,
+    /// How many periodic backups to keep (default 7).
+    pub keep: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -52,7 +67,17 @@ impl FileConfig {
     pub fn read(path: &Path) -> Result<FileConfig> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| Error::Startup(format!("cannot read config {}: {e}", path.display())))?;
-        toml::from_str(&text).map_err(|e| Error::Startup(format!("config {}: {}", path.display(), e.message())))
+        toml::from_str(&text).map_err(|e| {
+            // The line, so that a misspelt key is found at once in a long file.
+            let at = match e.span() {
+                Some(span) => {
+                    let before = &text.as_bytes()[..span.start.min(text.len())];
+                    format!(" line {}", before.iter().filter(|b| **b == b'\n').count() + 1)
+                }
+                None => String::new(),
+            };
+            Error::Startup(format!("config {}{at}: {}", path.display(), e.message()))
+        })
     }
 }
 
@@ -77,6 +102,17 @@ pub struct ServeConfig {
     pub max_waiters: usize,
     pub login_attempts_per_minute: u32,
     pub session_lifetime: Duration,
+    pub allow_root: bool,
+    /// `None`: no periodic backups.
+    pub backup: Option<PeriodicBackup>,
+}
+
+/// Periodic backups: one every `interval` into `dir`, the newest `keep` kept.
+#[derive(Clone, Debug)]
+pub struct PeriodicBackup {
+    pub dir: PathBuf,
+    pub interval: Duration,
+    pub keep: usize,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8443";
@@ -105,6 +141,11 @@ impl ServeConfig {
         }
         if self.max_connections == 0 || self.max_connections_per_ip == 0 || self.max_waiters == 0 {
             return Err(Error::Startup("connection and waiter limits must be at least 1".into()));
+        }
+        if let Some(b) = &self.backup {
+            if b.keep == 0 || b.interval.is_zero() {
+                return Err(Error::Startup("[backup] keep and interval must be at least 1 (1s)".into()));
+            }
         }
         Ok(())
     }

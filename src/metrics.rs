@@ -15,6 +15,9 @@ pub struct Metrics {
     lag_counts: [AtomicU64; LAG_BUCKETS.len()],
     lag_total: AtomicU64,
     lag_sum_micros: AtomicU64,
+    /// Unix seconds of the last periodic backup that verified; 0: none yet.
+    backup_last_success: AtomicU64,
+    backup_failures: AtomicU64,
 }
 
 impl Metrics {
@@ -36,7 +39,25 @@ impl Metrics {
         self.lag_sum_micros.fetch_add((lag_ms.max(0) as u64).saturating_mul(1_000), Ordering::Relaxed);
     }
 
+    pub fn backup_succeeded(&self, unix_secs: u64) {
+        self.backup_last_success.store(unix_secs, Ordering::Relaxed);
+    }
+
+    pub fn backup_failed(&self) {
+        self.backup_failures.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub fn render(&self, out: &mut String) {
+        let _ = writeln!(
+            out,
+            "# HELP jitgate_backup_last_success_timestamp_seconds When the last periodic backup verified (0: none since start).\n# TYPE jitgate_backup_last_success_timestamp_seconds gauge\njitgate_backup_last_success_timestamp_seconds {}",
+            self.backup_last_success.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP jitgate_backup_failures_total Periodic backups that failed.\n# TYPE jitgate_backup_failures_total counter\njitgate_backup_failures_total {}",
+            self.backup_failures.load(Ordering::Relaxed)
+        );
         let _ = writeln!(out, "# HELP jitgate_http_requests_total HTTP requests answered, by route and status.");
         let _ = writeln!(out, "# TYPE jitgate_http_requests_total counter");
         if let Ok(m) = self.http.lock() {

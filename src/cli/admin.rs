@@ -33,6 +33,11 @@ pub enum AdminCommand {
         #[arg(long, default_value = "offline")]
         name: String,
     },
+    /// Replace a stopped data dir's database with a verified backup (the old one is kept).
+    #[command(
+        after_help = "Example:\n  systemctl stop jitgate\n  sudo -u jitgate jitgate admin restore --from /var/backups/jitgate/2026-01-01.db --data-dir /var/lib/jitgate"
+    )]
+    Restore(super::backup::RestoreArgs),
 }
 
 #[derive(Args, Debug)]
@@ -43,6 +48,13 @@ pub struct DataDir {
 }
 
 impl DataDir {
+    /// Opens the store; a newer jitgate backs an older database up before migrating it.
+    fn store(&self) -> Result<Store> {
+        Store::open_with(&self.db()?, |conn, from| {
+            crate::store::backup::before_upgrade(conn, &self.data_dir, from, crate::time::now_ms()).map(|_| ())
+        })
+    }
+
     fn db(&self) -> Result<PathBuf> {
         let path = self.data_dir.join(DB_FILE);
         if !path.exists() {
@@ -52,13 +64,14 @@ impl DataDir {
     }
 }
 
-pub fn run(cmd: AdminCommand) -> Result<i32> {
+pub fn run(out: super::output::Out, cmd: AdminCommand) -> Result<i32> {
     match cmd {
+        AdminCommand::Restore(args) => super::backup::restore(out, args),
         AdminCommand::AuditVerify(d) => audit_verify(&d),
         AdminCommand::ResetPassword { username, dir, password_stdin } => {
             let password = if password_stdin { super::read_stdin_line()? } else { secret::new_password()? };
             let hash = secret::hash_password(&password)?;
-            let store = Store::open(&dir.db()?)?;
+            let store = dir.store()?;
             let patch = users::Patch { password_hash: Some(hash), ..users::Patch::default() };
             store.write(|tx| users::update(tx, "offline-admin", &username, &patch, crate::time::now_ms()))?;
             if !password_stdin {
@@ -68,7 +81,7 @@ pub fn run(cmd: AdminCommand) -> Result<i32> {
             Ok(0)
         }
         AdminCommand::CreateToken { username, dir, name } => {
-            let store = Store::open(&dir.db()?)?;
+            let store = dir.store()?;
             let (token, secret) = store.write(|tx| {
                 tokens::create(tx, "offline-admin", &username, &name, tokens::Scope::Api, None, crate::time::now_ms())
             })?;

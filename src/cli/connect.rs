@@ -21,6 +21,8 @@ use super::requests::enc;
 use super::{EXIT_CANCELLED, EXIT_REJECTED, EXIT_REVOKED};
 use crate::domain::duration::humanize;
 use crate::error::{Error, Result};
+use crate::gateway::client::Dialer;
+use crate::gateway::relay::{self, Cut, NoTap};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Value};
@@ -56,7 +58,6 @@ enum Event {
 }
 
 pub fn run(api: &Api, out: Out, args: ConnectArgs) -> Result<i32> {
-    let _ = args.port; // served by the gateway; accepted now so scripts stay stable.
     let created = api.post(
         "/api/v1/requests",
         &json!({"connection": args.connection, "duration": args.duration, "reason": args.reason}),
@@ -71,7 +72,7 @@ pub fn run(api: &Api, out: Out, args: ConnectArgs) -> Result<i32> {
     watch_signals(tx.clone())?;
     let decided = wait_for_decision(api, out, &created, &tx, &rx)?;
     match text(&decided["status"]).as_str() {
-        "APPROVED" => granted(api, out, &decided, &tx, &rx),
+        "APPROVED" => granted(api, out, &decided, args.port, &tx, &rx),
         _ => Ok(report_end(out, &decided)),
     }
 }
@@ -144,7 +145,14 @@ fn watch_signals(tx: Sender<Event>) -> Result<()> {
     Ok(())
 }
 
-fn granted(api: &Api, out: Out, request: &Value, tx: &Sender<Event>, rx: &Receiver<Event>) -> Result<i32> {
+fn granted(
+    api: &Api,
+    out: Out,
+    request: &Value,
+    port: Option<u16>,
+    tx: &Sender<Event>,
+    rx: &Receiver<Event>,
+) -> Result<i32> {
     let id = text(&request["id"]);
     let session = api.post("/api/v1/sessions", &json!({"request_id": id}))?;
     let left = remaining_secs(&request["expires_at"]).unwrap_or(0);
@@ -158,7 +166,9 @@ fn granted(api: &Api, out: Out, request: &Value, tx: &Sender<Event>, rx: &Receiv
     if connection["kind"] == "generic" {
         return Ok(0);
     }
-    // A proxied connection: stay with the grant until it ends or Ctrl-C.
+    // A proxied connection: serve the local port, and stay with the grant until it
+    // ends or Ctrl-C.
+    serve_local_port(api, out, &connection, &id, &text(&session["id"]), port)?;
     poll_until_changed(api.clone(), id.clone(), "APPROVED", tx.clone());
     match rx.recv() {
         Ok(Event::Changed(v)) => Ok(report_end(out, &v)),
@@ -177,6 +187,55 @@ fn granted(api: &Api, out: Out, request: &Value, tx: &Sender<Event>, rx: &Receiv
             Ok(0)
         }
     }
+}
+
+/// Listens on 127.0.0.1 and turns each local TCP connection into a tunnel stream.
+fn serve_local_port(
+    api: &Api,
+    out: Out,
+    connection: &Value,
+    request_id: &str,
+    session_id: &str,
+    port: Option<u16>,
+) -> Result<()> {
+    let kind = text(&connection["kind"]);
+    let port = port.unwrap_or(if kind == "postgres" { 5433 } else { 0 });
+    let listener = std::net::TcpListener::bind(("127.0.0.1", port)).map_err(|e| {
+        Error::bad("port_in_use", format!("cannot listen on 127.0.0.1:{port}: {e}; pick another with --port"))
+    })?;
+    let local = listener.local_addr()?;
+    if out.json {
+        eprintln!("{}", json!({"listening": local.to_string()}));
+    } else {
+        say!("Listening on {local} for {}.", text(&connection["name"]));
+        if kind == "postgres" {
+            say!(
+                "Connect with: psql \"host=127.0.0.1 port={} sslmode=disable\" -U <database user> -d <database>",
+                local.port()
+            );
+        }
+    }
+    let tls = match api.target.server.starts_with("https://") {
+        true => Some(super::api::tls_config(api.target.fingerprint.as_deref(), api.target.ca_cert.as_deref())?),
+        false => None,
+    };
+    let dialer = Dialer { server: api.target.server.clone(), tls, token: api.target.token.clone().unwrap_or_default() };
+    let (request_id, session_id) = (request_id.to_string(), session_id.to_string());
+    std::thread::Builder::new().name("local-port".into()).spawn(move || {
+        for local in listener.incoming().flatten() {
+            let (dialer, request_id, session_id) = (dialer.clone(), request_id.clone(), session_id.clone());
+            let _ = std::thread::Builder::new().name("stream".into()).spawn(move || {
+                match dialer.open(&request_id, &session_id) {
+                    Ok((tunnel, early)) => {
+                        let cut = Cut::default();
+                        relay::run(tunnel, local, early, None, &cut, &mut NoTap);
+                    }
+                    Err(e) => eprintln!("jitgate: stream refused: {}", e.log_detail()),
+                }
+            });
+        }
+    })?;
+    Ok(())
 }
 
 /// Says how a request ended and returns the documented exit code.

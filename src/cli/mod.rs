@@ -12,6 +12,8 @@ macro_rules! say {
 
 mod admin;
 mod api;
+mod backup;
+mod config_check;
 mod connect;
 mod login;
 mod manage;
@@ -119,6 +121,11 @@ enum Command {
     /// Offline work on a stopped server's data dir.
     #[command(subcommand)]
     Admin(admin::AdminCommand),
+    /// Copy the database to FILE, consistently, while the server runs.
+    Backup(backup::BackupArgs),
+    /// Check a server config file (unknown keys named) and print the effective settings.
+    #[command(subcommand)]
+    Config(config_check::ConfigCommand),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions { shell: clap_complete::Shell },
     /// Print the man page (roff).
@@ -139,7 +146,9 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Tokens(cmd) => manage::tokens(&g.api()?, g.out(), cmd),
         Command::Audit(cmd) => manage::audit(&g.api()?, g.out(), cmd),
         Command::Whoami => manage::whoami(&g.api()?, g.out()),
-        Command::Admin(cmd) => admin::run(cmd),
+        Command::Admin(cmd) => admin::run(g.out(), cmd),
+        Command::Backup(args) => backup::run(g.out(), args),
+        Command::Config(cmd) => config_check::run(g.out(), cmd),
         Command::Completions { shell } => {
             let mut buf = Vec::new();
             clap_complete::generate(shell, &mut Cli::command(), "jitgate", &mut buf);

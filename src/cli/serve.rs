@@ -1,13 +1,15 @@
 //! `jitgate serve`: flags over the config file over the defaults.
 
-use crate::config::{setting_duration, FileConfig, ServeConfig, DEFAULT_DATA_DIR, DEFAULT_LISTEN};
+use crate::config::{
+    setting_duration, BackupFile, FileConfig, PeriodicBackup, ServeConfig, DEFAULT_DATA_DIR, DEFAULT_LISTEN,
+};
 use crate::error::{Error, Result};
 use clap::Args;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-#[derive(Args, Debug)]
+#[derive(Args, Debug, Default)]
 #[command(
     after_help = "Examples:\n  jitgate serve\n  jitgate serve --listen 0.0.0.0:8443 --public-url https://jitgate.example.com:8443\n  jitgate serve --tls-cert /etc/jitgate/cert.pem --tls-key /etc/jitgate/key.pem\n  jitgate serve --plain-http --listen 127.0.0.1:8080 --behind-proxy"
 )]
@@ -66,10 +68,14 @@ pub struct ServeArgs {
     /// Log level: info or debug [default: info].
     #[arg(long, value_name = "LEVEL")]
     log_level: Option<String>,
+    /// Run even as root (refused by default: run as a dedicated user).
+    #[arg(long)]
+    allow_root: bool,
 }
 
 pub fn run(args: ServeArgs) -> Result<i32> {
     let cfg = resolve(args)?;
+    crate::preflight::refuse_root(cfg.allow_root)?;
     crate::server::serve(cfg)?;
     Ok(0)
 }
@@ -83,7 +89,10 @@ fn pick_duration(key: &str, flag: Option<String>, file: Option<String>, default:
 
 fn resolve(a: ServeArgs) -> Result<ServeConfig> {
     let file = match &a.config {
-        Some(path) => FileConfig::read(path)?,
+        Some(path) => {
+            crate::preflight::check_config_file(path);
+            FileConfig::read(path)?
+        }
         None => FileConfig::default(),
     };
     let level = a.log_level.or(file.log_level).unwrap_or_else(|| "info".into());
@@ -98,9 +107,11 @@ fn resolve(a: ServeArgs) -> Result<ServeConfig> {
     };
     let plain_http = a.plain_http || file.plain_http.unwrap_or(false);
     let (limits, login) = (file.limits, file.login);
+    let data_dir = a.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
     Ok(ServeConfig {
         listen,
-        data_dir: a.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
+        backup: periodic_backup(file.backup, &data_dir)?,
+        data_dir,
         public_url: a.public_url.or(file.public_url),
         plain_http,
         behind_proxy: a.behind_proxy || file.behind_proxy.unwrap_or(false),
@@ -116,5 +127,28 @@ fn resolve(a: ServeArgs) -> Result<ServeConfig> {
         max_waiters: a.max_waiters.or(limits.max_waiters).unwrap_or(256),
         login_attempts_per_minute: a.login_attempts_per_minute.or(login.attempts_per_minute).unwrap_or(10),
         session_lifetime: pick_duration("session_lifetime", None, login.session_lifetime, 12 * 3600)?,
+        allow_root: a.allow_root || file.allow_root.unwrap_or(false),
     })
+}
+
+/// The configuration `serve --config FILE` would run with (for `config check`).
+pub(super) fn effective(config: PathBuf) -> Result<ServeConfig> {
+    let data_dir = std::env::var_os("JITGATE_DATA_DIR").map(PathBuf::from);
+    let cfg = resolve(ServeArgs { config: Some(config), data_dir, ..ServeArgs::default() })?;
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+fn periodic_backup(file: BackupFile, data_dir: &std::path::Path) -> Result<Option<PeriodicBackup>> {
+    let Some(interval) = file.interval else {
+        if file.dir.is_some() || file.keep.is_some() {
+            return Err(Error::Startup("[backup] needs interval (e.g. \"24h\") for periodic backups".into()));
+        }
+        return Ok(None);
+    };
+    Ok(Some(PeriodicBackup {
+        dir: file.dir.unwrap_or_else(|| data_dir.join("backups")),
+        interval: setting_duration("backup.interval", &interval)?,
+        keep: file.keep.unwrap_or(7),
+    }))
 }

@@ -30,6 +30,7 @@ pub struct App {
     /// Long polls parked per user id (bounded by `wait::MAX_PER_USER`).
     pub waiters_by_user: std::sync::Mutex<std::collections::HashMap<i64, usize>>,
     pub front_stats: std::sync::OnceLock<Arc<front::Stats>>,
+    pub gateway: Arc<crate::gateway::Gateway>,
 }
 
 /// One call as a handler sees it.

@@ -1,8 +1,8 @@
 //! `jitgate serve`: wires the pieces together and runs them until SIGTERM/SIGINT.
 //!
 //! Threads: the listener (`front`, accept + TLS + limits), the HTTP workers
-//! (tiny_http on a private Unix socket), long-poll waiters, the expiry timer and the
-//! signal watcher. Shutdown: wake the long polls, stop accepting, finish requests in
+//! (tiny_http on a private Unix socket), long-poll waiters, the expiry timer, the
+//! periodic `backup` thread (when `[backup]` is configured) and the signal watcher. Shutdown: wake the long polls, stop accepting, finish requests in
 //! flight, stop the workers and the timer, checkpoint the database, exit 0.
 
 pub mod api;
@@ -11,6 +11,7 @@ pub mod auth;
 mod bootstrap;
 pub mod front;
 pub mod http;
+pub mod maintenance;
 pub mod routes;
 pub mod views;
 pub mod wait;
@@ -28,7 +29,9 @@ use std::sync::Arc;
 pub fn serve(cfg: ServeConfig) -> Result<()> {
     cfg.validate()?;
     datadir::prepare(&cfg.data_dir)?;
-    let store = Arc::new(Store::open(&datadir::database(&cfg.data_dir)?)?);
+    let store = Arc::new(Store::open_with(&datadir::database(&cfg.data_dir)?, |conn, from| {
+        crate::store::backup::before_upgrade(conn, &cfg.data_dir, from, crate::time::now_ms()).map(|_| ())
+    })?);
     bootstrap::first_start(&store, &cfg.data_dir)?;
     let metrics = Arc::new(Metrics::default());
     let closed = expiry::catch_up(&store, &metrics)?;
@@ -41,14 +44,17 @@ pub fn serve(cfg: ServeConfig) -> Result<()> {
         tiny_http::Server::http_unix(&socket)
             .map_err(|e| Error::Startup(format!("internal socket {}: {e}", socket.display())))?,
     );
+    let gateway = crate::gateway::Gateway::new(store.clone());
     let front = front::Front::bind(cfg.listen, tls, socket, limits(&cfg))
-        .map_err(|e| Error::Startup(format!("cannot listen on {}: {e}", cfg.listen)))?;
+        .map_err(|e| Error::Startup(format!("cannot listen on {}: {e}", cfg.listen)))?
+        .with_tunnels(gateway.clone());
     let public_url = match &cfg.public_url {
         Some(url) => url.clone(),
         None => default_url(&cfg, front.local_addr()),
     };
     let hub = Arc::new(Hub::default());
     let app = Arc::new(App {
+        gateway: gateway.clone(),
         public_url,
         store: store.clone(),
         hub: hub.clone(),
@@ -64,10 +70,14 @@ pub fn serve(cfg: ServeConfig) -> Result<()> {
         let (app, http) = (app.clone(), http.clone());
         workers.push(std::thread::Builder::new().name("http-worker".into()).spawn(move || app::worker(app, http))?);
     }
+    let backups = maintenance::spawn(cfg.backup.clone(), store.clone(), metrics.clone())?;
     let timer = expiry::spawn(store.clone(), hub.clone(), metrics)?;
+    let tunnel_watch = gateway.spawn_watcher(hub.clone())?;
     let _ = app.front_stats.set(front.stats());
     watch_signals(hub.clone(), front.shutdown_handle())?;
+    crate::sdnotify::ready();
     let served = front.run();
+    crate::sdnotify::stopping();
     crate::info!("stopping: no longer accepting; finishing requests in flight");
     hub.stop();
     for _ in &workers {
@@ -77,6 +87,8 @@ pub fn serve(cfg: ServeConfig) -> Result<()> {
         let _ = w.join();
     }
     let _ = timer.join();
+    let _ = tunnel_watch.join();
+    backups.stop();
     store.close()?;
     served?;
     crate::info!("stopped cleanly");

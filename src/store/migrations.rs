@@ -15,7 +15,19 @@ pub fn latest_version() -> i64 {
     STEPS.len() as i64
 }
 
-pub fn migrate(conn: &mut Connection) -> Result<()> {
+/// The version of an existing database that `migrate` is about to upgrade, or `None`
+/// when nothing will change (already current, or a fresh empty file that gets the
+/// whole schema). Refuses a database newer than this binary.
+pub fn pending_upgrade(conn: &Connection) -> Result<Option<i64>> {
+    let version = current_version(conn)?;
+    if version == latest_version() || (version == 0 && is_empty(conn)?) {
+        return Ok(None);
+    }
+    Ok(Some(version))
+}
+
+/// `PRAGMA user_version`, refusing one newer than this binary knows.
+fn current_version(conn: &Connection) -> Result<i64> {
     let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     let latest = latest_version();
     if version > latest {
@@ -23,6 +35,12 @@ pub fn migrate(conn: &mut Connection) -> Result<()> {
             "the database has schema version {version} but this jitgate knows only up to {latest}: run the newer jitgate, or restore a backup made by this version"
         )));
     }
+    Ok(version)
+}
+
+pub fn migrate(conn: &mut Connection) -> Result<()> {
+    let version = current_version(conn)?;
+    let latest = latest_version();
     if version == latest {
         return Ok(());
     }

@@ -5,10 +5,12 @@
 //! Each aggregate has its module; functions speak in domain types and keep their SQL
 //! beside them. The store never imports the server.
 
+pub mod backup;
 pub mod connections;
 pub mod migrations;
 pub mod requests;
 pub mod sessions;
+pub mod streams;
 pub mod tokens;
 pub mod users;
 
@@ -30,7 +32,17 @@ pub struct Store {
 impl Store {
     /// Opens (creating if absent) and migrates the database at `path`.
     pub fn open(path: &Path) -> Result<Store> {
+        Store::open_with(path, |_, _| Ok(()))
+    }
+
+    /// Like `open`, but calls `before_upgrade(conn, from_version)` first when an
+    /// existing database is about to be migrated (never for a fresh or current one),
+    /// so that a backup is taken before any schema step runs; its error stops the open.
+    pub fn open_with(path: &Path, before_upgrade: impl FnOnce(&Connection, i64) -> Result<()>) -> Result<Store> {
         let mut writer = open_connection(path, true)?;
+        if let Some(from) = migrations::pending_upgrade(&writer)? {
+            before_upgrade(&writer, from)?;
+        }
         migrations::migrate(&mut writer)?;
         Ok(Store { path: path.to_path_buf(), writer: Mutex::new(writer), readers: Mutex::new(Vec::new()) })
     }

@@ -436,6 +436,12 @@ pub fn count_by_status(conn: &Db) -> Result<Vec<(String, i64)>> {
     Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
 }
 
+/// Grants in force at `now` (APPROVED and not yet expired), for /metrics.
+pub fn active_grants(conn: &Db, now: i64) -> Result<i64> {
+    let sql = "SELECT count(*) FROM requests WHERE status = 'APPROVED' AND expires_at > ?1";
+    Ok(conn.query_row(sql, [now], |r| r.get(0))?)
+}
+
 /// The creation time of the oldest PENDING request, for /metrics.
 pub fn oldest_pending(conn: &Db) -> Result<Option<i64>> {
     Ok(conn.query_row("SELECT min(created_at) FROM requests WHERE status = 'PENDING'", [], |r| r.get(0))?)

@@ -85,6 +85,8 @@ impl Server {
         let listen = if self.addr.port() == 0 { "127.0.0.1:0".to_string() } else { self.addr.to_string() };
         let child = Command::new(BIN)
             .arg("serve")
+            // The tests run as root in CI; the root refusal has its own test (ops.rs).
+            .arg("--allow-root")
             .arg("--data-dir")
             .arg(self.data_dir())
             .arg("--listen")

@@ -5,8 +5,11 @@ mod harness;
 
 mod authz;
 mod bad_input;
+mod cli;
 mod crash;
+mod gateway;
 mod lifecycle;
 mod listener;
+mod ops;
 mod security;
 mod startup;

@@ -35,7 +35,7 @@ fn the_chosen_admin_token_is_honoured() {
     let data = dir.path().join("data");
     let token = "automation-token-0123456789abcdef-0123456789";
     let mut child = Command::new(BIN)
-        .args(["serve", "--listen", "127.0.0.1:0", "--plain-http", "--data-dir"])
+        .args(["serve", "--allow-root", "--listen", "127.0.0.1:0", "--plain-http", "--data-dir"])
         .arg(&data)
         .env("JITGATE_ADMIN_TOKEN", token)
         .stderr(std::fs::File::create(dir.path().join("log")).unwrap())
@@ -52,7 +52,8 @@ fn the_chosen_admin_token_is_honoured() {
 }
 
 fn serve_fails(args: &[&str], data: &std::path::Path) -> String {
-    let out = Command::new(BIN).arg("serve").arg("--data-dir").arg(data).args(args).output().unwrap();
+    let out =
+        Command::new(BIN).args(["serve", "--allow-root"]).arg("--data-dir").arg(data).args(args).output().unwrap();
     assert!(!out.status.success(), "serve should refuse: {args:?}");
     String::from_utf8_lossy(&out.stderr).to_string()
 }

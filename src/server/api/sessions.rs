@@ -17,9 +17,13 @@ pub fn list(app: &App, call: &Call) -> Result<Reply> {
 pub fn show(app: &App, call: &Call) -> Result<Reply> {
     let who = call.who()?;
     let id = call.param(0);
-    let session =
-        app.store.read(|c| sessions::get(c, &who.user, id))?.ok_or_else(|| Error::not_found("session", id))?;
-    Ok(Reply::ok(&views::session(&session)))
+    let (session, streams) = app.store.read(|c| {
+        let s = sessions::get(c, &who.user, id)?.ok_or_else(|| Error::not_found("session", id))?;
+        Ok((s, crate::store::streams::of_session(c, id, 200)?))
+    })?;
+    let mut body = views::session(&session);
+    body["streams"] = serde_json::to_value(streams).unwrap_or_default();
+    Ok(Reply::ok(&body))
 }
 
 #[derive(serde::Deserialize)]

@@ -26,7 +26,9 @@ pub fn openapi(_: &App, _: &Call) -> Result<Reply> {
 
 pub fn metrics(app: &App, call: &Call) -> Result<Reply> {
     let mut out = String::new();
-    let (by_status, oldest) = app.store.read(|c| Ok((requests::count_by_status(c)?, requests::oldest_pending(c)?)))?;
+    let (by_status, oldest, active) = app.store.read(|c| {
+        Ok((requests::count_by_status(c)?, requests::oldest_pending(c)?, requests::active_grants(c, call.now)?))
+    })?;
     let _ = writeln!(out, "# HELP jitgate_requests Access requests by status.\n# TYPE jitgate_requests gauge");
     for status in crate::domain::Status::ALL {
         let n = by_status.iter().find(|(s, _)| s == status.as_str()).map(|(_, n)| *n).unwrap_or(0);
@@ -34,6 +36,7 @@ pub fn metrics(app: &App, call: &Call) -> Result<Reply> {
     }
     let age = oldest.map(|t| (call.now - t).max(0) as f64 / 1_000.0).unwrap_or(0.0);
     let _ = writeln!(out, "# HELP jitgate_oldest_pending_seconds Age of the oldest PENDING request.\n# TYPE jitgate_oldest_pending_seconds gauge\njitgate_oldest_pending_seconds {age}");
+    let _ = writeln!(out, "# HELP jitgate_active_grants Grants in force now (APPROVED, not yet expired).\n# TYPE jitgate_active_grants gauge\njitgate_active_grants {active}");
     let db_bytes = std::fs::metadata(app.store.path()).map(|m| m.len()).unwrap_or(0);
     let _ = writeln!(out, "# HELP jitgate_db_bytes Size of the database file.\n# TYPE jitgate_db_bytes gauge\njitgate_db_bytes {db_bytes}");
     let _ = writeln!(
@@ -43,6 +46,16 @@ pub fn metrics(app: &App, call: &Call) -> Result<Reply> {
     );
     if let Some(stats) = app.front_stats.get() {
         render_front(stats, &mut out);
+    }
+    let g = &app.gateway.stats;
+    let tunnel_rows = [
+        ("jitgate_tunnel_streams_open", "gauge", "Tunnel streams relaying now.", &g.streams_open),
+        ("jitgate_tunnel_streams_total", "counter", "Tunnel streams opened.", &g.streams_total),
+        ("jitgate_tunnel_bytes_up_total", "counter", "Bytes from clients to targets through tunnels.", &g.bytes_up),
+        ("jitgate_tunnel_bytes_down_total", "counter", "Bytes from targets to clients through tunnels.", &g.bytes_down),
+    ];
+    for (name, kind, help, value) in tunnel_rows {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}", value.load(Ordering::Relaxed));
     }
     app.metrics.render(&mut out);
     Ok(Reply::text(200, "text/plain; version=0.0.4", out.into_bytes()))

@@ -8,10 +8,23 @@ use crate::server::app::{App, Call};
 use crate::server::http::Reply;
 
 /// Every file the UI may serve: name, bytes, content type.
+/// (The JavaScript files are ES modules that import each other by these names.)
 const ASSETS: &[(&str, &[u8], &str)] = &[
-    ("app.js", include_bytes!("../../../static/app.js"), "text/javascript; charset=utf-8"),
+    ("app.js", include_bytes!("../../../static/app.js"), JS),
+    ("api.js", include_bytes!("../../../static/api.js"), JS),
+    ("dom.js", include_bytes!("../../../static/dom.js"), JS),
+    ("inbox.js", include_bytes!("../../../static/inbox.js"), JS),
+    ("request.js", include_bytes!("../../../static/request.js"), JS),
+    ("access.js", include_bytes!("../../../static/access.js"), JS),
+    ("connections.js", include_bytes!("../../../static/connections.js"), JS),
+    ("users.js", include_bytes!("../../../static/users.js"), JS),
+    ("tokens.js", include_bytes!("../../../static/tokens.js"), JS),
+    ("audit.js", include_bytes!("../../../static/audit.js"), JS),
     ("style.css", include_bytes!("../../../static/style.css"), "text/css; charset=utf-8"),
+    ("favicon.svg", include_bytes!("../../../static/favicon.svg"), "image/svg+xml"),
 ];
+
+const JS: &str = "text/javascript; charset=utf-8";
 
 pub const CSP: &str =
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; \

@@ -39,7 +39,11 @@ enum Stop {
 enum Next {
     KeepAlive,
     Close,
+    /// The gateway allowed a tunnel: the connection becomes a relay.
+    Tunnel(Box<super::TunnelOpen>),
 }
+
+const TUNNEL_PATH: &str = "/api/v1/tunnel/";
 
 struct Conn<'a> {
     inner: &'a Inner,
@@ -79,6 +83,7 @@ impl Conn<'_> {
                     first = false;
                 }
                 Ok(Next::Close) => return self.t.linger(LINGER_BYTES, LINGER_TIME),
+                Ok(Next::Tunnel(open)) => return self.relay(*open),
                 Err(Stop::Refuse(reject)) => return self.refuse(&reject),
                 Err(Stop::TimedOut { phase, counted }) => {
                     if counted {
@@ -94,8 +99,13 @@ impl Conn<'_> {
 
     fn one_request(&mut self, first: bool) -> Result<Next, Stop> {
         let head = self.read_head(first)?;
-        if head.wants_upgrade() {
-            debug!("{}: Upgrade is not served yet; forwarded without it", self.peer);
+        if head.wants_upgrade() && head.target.starts_with(TUNNEL_PATH) {
+            if let Some(tunnels) = self.inner.tunnels.clone() {
+                if head.content_length > 0 {
+                    return Err(Stop::Refuse(Reject::bad_request("a tunnel request has no body")));
+                }
+                return tunnels.open(&head, self.peer).map(|o| Next::Tunnel(Box::new(o))).map_err(Stop::Refuse);
+            }
         }
         let body = self.read_body(&head)?;
         Stats::bump(&self.inner.stats.requests);
@@ -180,6 +190,29 @@ impl Conn<'_> {
             body.extend_from_slice(&chunk[..n]);
         }
         Ok(body)
+    }
+
+    /// Answers `101` and relays until the stream ends; the connection is then done.
+    fn relay(mut self, mut open: super::TunnelOpen) {
+        let mut reply =
+            b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: jitgate-tunnel/1\r\n".to_vec();
+        for (k, v) in &open.headers {
+            reply.extend_from_slice(format!("{k}: {v}\r\n").as_bytes());
+        }
+        reply.extend_from_slice(b"\r\n");
+        self.t.set_deadline(Instant::now() + REPLY_WRITE_TIMEOUT);
+        if self.write(&reply).is_err() || self.t.flush().is_err() {
+            open.cut.cut("client gone before the tunnel opened");
+        }
+        let early = std::mem::take(&mut self.buf);
+        let tunnels = self.inner.tunnels.clone();
+        let tunnel = self.t.into_tunnel();
+        let outcome =
+            crate::gateway::relay::run(tunnel, open.target, early, Some(open.deadline), &open.cut, open.tap.as_mut());
+        debug!("{}: tunnel stream ended: {}", self.peer, outcome.reason);
+        if let Some(t) = tunnels {
+            t.closed(open.closed, &outcome);
+        }
     }
 
     fn fill(&mut self) -> io::Result<usize> {

@@ -55,6 +55,10 @@ impl<S: Timeouts> Deadlined<S> {
         &self.inner
     }
 
+    pub(super) fn into_inner(self) -> S {
+        self.inner
+    }
+
     fn left(&self) -> io::Result<Duration> {
         let left = self.deadline.saturating_duration_since(Instant::now());
         // A zero timeout means "block for ever" to the OS: refuse it instead.
@@ -124,6 +128,18 @@ impl Transport {
 
     pub(super) fn is_tls(&self) -> bool {
         matches!(self, Transport::Tls(_))
+    }
+
+    /// The socket (and TLS state) for a relay that takes the connection over.
+    pub(super) fn into_tunnel(self) -> crate::gateway::relay::Tunnel {
+        use crate::gateway::relay::Tunnel;
+        match self {
+            Transport::Plain(s) => Tunnel::Plain(s.into_inner()),
+            Transport::Tls(b) => {
+                let StreamOwned { conn, sock } = *b;
+                Tunnel::Tls(Box::new(conn.into()), sock.into_inner())
+            }
+        }
     }
 
     fn sock_mut(&mut self) -> &mut Deadlined<TcpStream> {

@@ -14,9 +14,9 @@
 
 mod conn;
 mod deadline;
-mod head;
+pub mod head;
 mod registry;
-mod reply;
+pub mod reply;
 mod upstream;
 
 #[cfg(test)]
@@ -31,7 +31,10 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, Tc
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+pub use head::RequestHead;
+pub use reply::Reject;
 
 use registry::{Admission, Registry};
 
@@ -110,7 +113,34 @@ impl Stats {
 }
 
 /// What every connection thread shares.
+/// Serves tunnel upgrades (`GET /api/v1/tunnel/{id}` with `Upgrade`): decides
+/// whether one may open, and hears how it ended. The gateway implements it.
+pub trait Tunnels: Send + Sync {
+    fn open(&self, head: &RequestHead, peer: SocketAddr) -> Result<TunnelOpen, Reject>;
+    fn closed(&self, open: TunnelClosed, outcome: &crate::gateway::relay::Outcome);
+}
+
+/// A tunnel the gateway allowed: the target already connected, the grant's deadline,
+/// the cut-off signal, and a tap on client-to-target bytes.
+pub struct TunnelOpen {
+    pub target: TcpStream,
+    pub deadline: Instant,
+    pub cut: Arc<crate::gateway::relay::Cut>,
+    pub tap: Box<dyn crate::gateway::relay::Tap + Send>,
+    /// Extra response headers of the `101` (stream id, expiry).
+    pub headers: Vec<(String, String)>,
+    pub closed: TunnelClosed,
+}
+
+/// What the gateway needs back when a stream ends.
+pub struct TunnelClosed {
+    pub request_id: String,
+    pub stream_seq: i64,
+    pub cut: Arc<crate::gateway::relay::Cut>,
+}
+
 struct Inner {
+    tunnels: Option<Arc<dyn Tunnels>>,
     limits: Limits,
     tls: Option<Arc<rustls::ServerConfig>>,
     upstream: PathBuf,
@@ -173,8 +203,16 @@ impl Front {
         });
         let stats = Arc::new(Stats::default());
         let registry = Arc::new(Registry::new(Arc::clone(&stats)));
-        let inner = Inner { limits, tls, upstream, stats, registry, local_addr };
+        let inner = Inner { tunnels: None, limits, tls, upstream, stats, registry, local_addr };
         Ok(Front { listener, inner: Arc::new(inner) })
+    }
+
+    /// Serves tunnel upgrades through `tunnels` (before `run`).
+    pub fn with_tunnels(mut self, tunnels: Arc<dyn Tunnels>) -> Front {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.tunnels = Some(tunnels);
+        }
+        self
     }
 
     pub fn local_addr(&self) -> SocketAddr {

@@ -145,6 +145,33 @@ CREATE TABLE sessions (
 ) STRICT;
 CREATE INDEX sessions_by_request ON sessions (request_seq);
 
+-- One TCP connection carried through a tunnel of a session (the gateway writes it):
+-- when, from where, how it ended, and the bytes each way.
+CREATE TABLE streams (
+    seq         INTEGER PRIMARY KEY,
+    id          TEXT NOT NULL UNIQUE,
+    session_seq INTEGER NOT NULL REFERENCES sessions (seq),
+    client_addr TEXT,
+    target      TEXT NOT NULL,
+    started_at  INTEGER NOT NULL,
+    ended_at    INTEGER,
+    end_reason  TEXT,
+    bytes_up    INTEGER NOT NULL DEFAULT 0,   -- client to target
+    bytes_down  INTEGER NOT NULL DEFAULT 0    -- target to client
+) STRICT;
+CREATE INDEX streams_by_session ON streams (session_seq);
+
+-- SQL a PostgreSQL client sent through a stream (simple-query `Q` and extended
+-- `Parse`), bounded in size; startup and authentication messages are never stored.
+CREATE TABLE stream_queries (
+    stream_seq INTEGER NOT NULL REFERENCES streams (seq),
+    at         INTEGER NOT NULL,
+    kind       TEXT NOT NULL CHECK (kind IN ('query', 'parse')),
+    sql        TEXT NOT NULL,
+    truncated  INTEGER NOT NULL CHECK (truncated IN (0, 1))
+) STRICT;
+CREATE INDEX stream_queries_by_stream ON stream_queries (stream_seq, at);
+
 -- Append-only, hash-chained record of every state change and login. Each event's
 -- hash covers its fields and the previous hash; audit_head anchors the last one so a
 -- deleted tail is detected too. Written in the same transaction as the change.

@@ -1,0 +1,246 @@
+//! The gateway: access that is enforced, not advisory. `jitgate connect` opens one
+//! tunnel stream per local TCP connection (`GET /api/v1/tunnel/{request_id}` with
+//! `Upgrade`, over the same TLS port); the gateway checks the caller's token, that
+//! the grant is theirs, APPROVED and unexpired, and that the session is live, then
+//! connects to the connection's target and the listener relays bytes until the grant
+//! ends. Each stream is bound to the time left on its grant, and a watcher cuts every
+//! stream of a grant the moment it is revoked or ended (woken by the hub, not polled).
+
+pub mod client;
+pub mod pgwire;
+pub mod relay;
+
+use crate::domain::policy::Kind;
+use crate::domain::Status;
+use crate::error::{Error, Result};
+use crate::hub::Hub;
+use crate::server::front::{Reject, RequestHead, TunnelClosed, TunnelOpen, Tunnels};
+use crate::store::tokens::{self, Scope};
+use crate::store::{requests, streams, users, Store};
+use crate::time::now_ms;
+use relay::{Cut, NoTap, Outcome};
+use std::collections::HashMap;
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+pub const SESSION_HEADER: &str = "X-Jitgate-Session";
+
+#[derive(Default)]
+pub struct Stats {
+    pub streams_open: AtomicU64,
+    pub streams_total: AtomicU64,
+    pub bytes_up: AtomicU64,
+    pub bytes_down: AtomicU64,
+}
+
+pub struct Gateway {
+    store: Arc<Store>,
+    /// Live streams by request id, to cut them when the grant ends.
+    live: Mutex<HashMap<String, Vec<Arc<Cut>>>>,
+    pub stats: Stats,
+}
+
+impl Gateway {
+    pub fn new(store: Arc<Store>) -> Arc<Gateway> {
+        Arc::new(Gateway { store, live: Mutex::new(HashMap::new()), stats: Stats::default() })
+    }
+
+    /// Watches for changes and cuts the streams of grants that ended; cuts all at
+    /// shutdown.
+    pub fn spawn_watcher(self: &Arc<Self>, hub: Arc<Hub>) -> std::io::Result<std::thread::JoinHandle<()>> {
+        let gw = Arc::clone(self);
+        std::thread::Builder::new().name("tunnel-watch".into()).spawn(move || {
+            let mut seen = hub.version();
+            loop {
+                seen = hub.wait(seen, None);
+                if hub.stopping() {
+                    gw.cut_all("server stopping");
+                    return;
+                }
+                gw.cut_ended();
+            }
+        })
+    }
+
+    fn cut_ended(&self) {
+        let ids: Vec<String> = match self.live.lock() {
+            Ok(l) => l.keys().cloned().collect(),
+            Err(_) => return,
+        };
+        let now = now_ms();
+        for id in ids {
+            let Ok(view) = self.store.read(|c| requests::get(c, &id)) else { continue };
+            let r = &view.request;
+            let live = r.status == Status::Approved && r.expires_at.is_some_and(|e| e > now);
+            if !live {
+                self.cut_request(&id, &end_reason(r));
+            }
+        }
+    }
+
+    pub fn cut_request(&self, request_id: &str, reason: &str) {
+        if let Ok(live) = self.live.lock() {
+            for cut in live.get(request_id).into_iter().flatten() {
+                cut.cut(reason);
+            }
+        }
+    }
+
+    pub fn cut_all(&self, reason: &str) {
+        if let Ok(live) = self.live.lock() {
+            for cut in live.values().flatten() {
+                cut.cut(reason);
+            }
+        }
+    }
+
+    fn authorize(&self, head: &RequestHead, peer: SocketAddr) -> Result<TunnelOpen> {
+        let now = now_ms();
+        let request_id = head.target.trim_start_matches("/api/v1/tunnel/").split('?').next().unwrap_or("").to_string();
+        crate::domain::check_name("request", &request_id).map_err(|_| Error::not_found("request", &request_id))?;
+        let token =
+            header(head, "authorization").and_then(|v| v.strip_prefix("Bearer ").map(str::trim).map(str::to_string));
+        let token = token.ok_or_else(|| Error::Unauthenticated("send Authorization: Bearer <token>".into()))?;
+        let found = self
+            .store
+            .read(|c| tokens::authenticate(c, &token, now))?
+            .ok_or_else(|| Error::Unauthenticated("unknown, expired or revoked token".into()))?;
+        if found.scope != Scope::Api {
+            return Err(Error::Forbidden(format!("a {} token cannot open tunnels", found.scope.as_str())));
+        }
+        let user = self.store.read(|c| users::get_by_id(c, found.user_id))?;
+        let (view, conn) =
+            self.store.read(|c| Ok((requests::get(c, &request_id)?, requests::policy_of(c, &request_id)?)))?;
+        let r = &view.request;
+        if r.user != user.username {
+            // Someone else's grant is as good as absent.
+            return Err(Error::not_found("request", &request_id));
+        }
+        let expires_at = r.expires_at.filter(|e| *e > now && r.status == Status::Approved);
+        let expires_at = expires_at.ok_or_else(|| Error::WrongState {
+            id: request_id.clone(),
+            status: r.status.to_string(),
+            action: "tunnelled to",
+        })?;
+        let target = match (conn.kind, &conn.target) {
+            (Kind::Postgres | Kind::Tcp, Some(t)) => t.clone(),
+            _ => {
+                return Err(Error::bad(
+                    "not_proxied",
+                    format!("{} is not a proxied connection (kind {})", conn.name, conn.kind.as_str()),
+                ))
+            }
+        };
+        let session = header(head, SESSION_HEADER).ok_or_else(|| {
+            Error::bad("no_session", format!("send {SESSION_HEADER}: the id from POST /api/v1/sessions"))
+        })?;
+        let target_sock = connect(&target)?;
+        let (stream_id, stream_seq) =
+            self.store.write(|tx| streams::open(tx, &user, &request_id, &session, &peer.to_string(), &target, now))?;
+        let cut = Arc::new(Cut::default());
+        if let Ok(mut live) = self.live.lock() {
+            live.entry(request_id.clone()).or_default().push(Arc::clone(&cut));
+        }
+        // The grant may have ended between the check and the registration.
+        if self
+            .store
+            .read(|c| requests::get(c, &request_id))
+            .map(|v| v.request.status != Status::Approved)
+            .unwrap_or(true)
+        {
+            cut.cut("grant ended");
+        }
+        self.stats.streams_open.fetch_add(1, Ordering::Relaxed);
+        self.stats.streams_total.fetch_add(1, Ordering::Relaxed);
+        let deadline = Instant::now() + Duration::from_millis((expires_at - now).max(0) as u64);
+        let tap: Box<dyn relay::Tap + Send> = match conn.kind {
+            Kind::Postgres => {
+                let store = Arc::clone(&self.store);
+                Box::new(pgwire::PgTap::new(move |batch: Vec<pgwire::Captured>| {
+                    if let Err(e) = store.write(|tx| streams::record_queries(tx, stream_seq, &batch)) {
+                        crate::warn!("cannot record queries of a stream: {}", e.log_detail());
+                    }
+                }))
+            }
+            _ => Box::new(NoTap),
+        };
+        let headers = vec![
+            ("X-Jitgate-Stream".to_string(), stream_id),
+            ("X-Jitgate-Expires-At".to_string(), crate::time::rfc3339(expires_at)),
+        ];
+        let closed = TunnelClosed { request_id, stream_seq, cut: Arc::clone(&cut) };
+        Ok(TunnelOpen { target: target_sock, deadline, cut, tap, headers, closed })
+    }
+}
+
+fn header(head: &RequestHead, name: &str) -> Option<String> {
+    head.header(name).and_then(|v| std::str::from_utf8(v).ok()).map(str::to_string)
+}
+
+fn connect(target: &str) -> Result<TcpStream> {
+    let unreachable = |e: String| Error::Unavailable(format!("cannot reach the target {target}: {e}"));
+    let addrs: Vec<SocketAddr> = target.to_socket_addrs().map_err(|e| unreachable(e.to_string()))?.collect();
+    let mut last = String::from("no address");
+    for addr in addrs {
+        match TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT) {
+            Ok(s) => return Ok(s),
+            Err(e) => last = e.to_string(),
+        }
+    }
+    Err(unreachable(last))
+}
+
+/// Why a grant's streams are cut, in the words the CLI prints.
+fn end_reason(r: &crate::domain::request::Request) -> String {
+    let why = r.end_reason.as_deref().map(|w| format!(": {w}")).unwrap_or_default();
+    match r.status {
+        Status::Revoked => format!("grant revoked by {}{why}", r.ended_by.as_deref().unwrap_or("?")),
+        Status::Executed if r.ended_by.as_deref() == Some(crate::audit::SYSTEM) => "grant expired".into(),
+        Status::Executed => format!("grant ended by {}", r.ended_by.as_deref().unwrap_or("?")),
+        Status::Approved => "grant expired".into(),
+        other => format!("grant is {other}"),
+    }
+}
+
+impl Tunnels for Gateway {
+    fn open(&self, head: &RequestHead, peer: SocketAddr) -> std::result::Result<TunnelOpen, Reject> {
+        self.authorize(head, peer).map_err(|e| {
+            if e.status() >= 500 && !matches!(e, Error::Unavailable(_)) {
+                crate::error!("tunnel from {peer}: {}", e.log_detail());
+            }
+            let status = if matches!(e, Error::Unavailable(_)) { 502 } else { e.status() };
+            Reject { status, code: e.code(), message: e.user_message() }
+        })
+    }
+
+    fn closed(&self, closed: TunnelClosed, outcome: &Outcome) {
+        self.stats.streams_open.fetch_sub(1, Ordering::Relaxed);
+        self.stats.bytes_up.fetch_add(outcome.tunnel_to_plain, Ordering::Relaxed);
+        self.stats.bytes_down.fetch_add(outcome.plain_to_tunnel, Ordering::Relaxed);
+        let now = now_ms();
+        let r = self.store.write(|tx| {
+            streams::close(
+                tx,
+                closed.stream_seq,
+                &outcome.reason,
+                outcome.tunnel_to_plain,
+                outcome.plain_to_tunnel,
+                now,
+            )
+        });
+        if let Err(e) = r {
+            crate::error!("cannot record the end of a stream: {}", e.log_detail());
+        }
+        if let Ok(mut live) = self.live.lock() {
+            if let Some(list) = live.get_mut(&closed.request_id) {
+                list.retain(|c| !Arc::ptr_eq(c, &closed.cut));
+                if list.is_empty() {
+                    live.remove(&closed.request_id);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,328 @@
+//! The tunnel gateway through the real binaries: `jitgate connect` on one side, a
+//! real target (a TCP echo server, a real PostgreSQL) on the other, cut-offs timed.
+
+use crate::harness::{wait_until, Server, BIN};
+use jitgate::gateway::client::Dialer;
+use serde_json::json;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{channel, Receiver};
+use std::time::{Duration, Instant};
+
+/// A TCP echo server on a free loopback port.
+fn echo_server() -> String {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for c in l.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut c = c;
+                let mut buf = [0u8; 65536];
+                while let Ok(n) = c.read(&mut buf) {
+                    if n == 0 || c.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+fn fingerprint(s: &Server) -> String {
+    let pem = std::fs::read(s.data_dir().join("tls-cert.pem")).unwrap();
+    let der = rustls_pemfile::certs(&mut pem.as_slice()).next().unwrap().unwrap();
+    jitgate::tls::fingerprint(der.as_ref())
+}
+
+fn mint(s: &Server, user: &str) -> String {
+    let name = format!("t{}", jitgate::secret::random_id("x").unwrap());
+    s.admin().post(&format!("/api/v1/users/{user}/tokens"), json!({"name": name})).expect(201).body["token"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// `jitgate connect` running as a child, its stdout lines on a channel.
+struct Connect {
+    child: Child,
+    lines: Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Connect {
+    fn start(s: &Server, token: &str, args: &[&str]) -> Connect {
+        let cfg = s.dir.path().join("no-profile.toml");
+        let mut child = Command::new(BIN)
+            .arg("connect")
+            .args(args)
+            .env("JITGATE_SERVER", s.url(""))
+            .env("JITGATE_TOKEN", token)
+            .env("JITGATE_FINGERPRINT", fingerprint(s))
+            .env("JITGATE_CONFIG", cfg)
+            .env_remove("JITGATE_CA_CERT")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (tx, lines) = channel();
+        for pipe in
+            [Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>, Box::new(child.stderr.take().unwrap())]
+        {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                    let _ = tx.send(line);
+                }
+            });
+        }
+        Connect { child, lines, seen: Vec::new() }
+    }
+
+    /// Waits for a line containing `needle`; returns it.
+    fn line(&mut self, needle: &str) -> String {
+        let end = Instant::now() + Duration::from_secs(30);
+        if let Some(l) = self.seen.iter().find(|l| l.contains(needle)) {
+            return l.clone();
+        }
+        while let Ok(l) = self.lines.recv_timeout(end.saturating_duration_since(Instant::now())) {
+            self.seen.push(l.clone());
+            if l.contains(needle) {
+                return l;
+            }
+        }
+        panic!("no line with {needle:?}; got {:?}", self.seen);
+    }
+
+    /// The local port from "Listening on 127.0.0.1:PORT for …".
+    fn port(&mut self) -> u16 {
+        let l = self.line("Listening on 127.0.0.1:");
+        l.split("127.0.0.1:").nth(1).unwrap().split_whitespace().next().unwrap().parse().unwrap()
+    }
+
+    fn exit_code(&mut self) -> i32 {
+        let end = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return st.code().unwrap_or(-1);
+            }
+            assert!(Instant::now() < end, "connect did not exit; lines {:?}", self.seen);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Connect {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// How long until the server closes this (idle) stream.
+fn time_to_close(stream: &mut TcpStream) -> Duration {
+    stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let t = Instant::now();
+    let mut buf = [0u8; 64];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => return t.elapsed(),
+            Ok(_) => continue,
+        }
+    }
+}
+
+fn echo_once(stream: &mut TcpStream, msg: &[u8]) {
+    stream.write_all(msg).unwrap();
+    let mut got = vec![0u8; msg.len()];
+    stream.read_exact(&mut got).unwrap();
+    assert_eq!(got, msg);
+}
+
+#[test]
+fn tcp_streams_relay_and_are_cut_within_a_second_of_revoke() {
+    let s = Server::start();
+    s.connection("echo", &["dba"], json!({"kind": "tcp", "target": echo_server()}));
+    s.user("alice", &[]);
+    let bob = s.user("bob", &["dba"]);
+    let mut c = Connect::start(&s, &mint(&s, "alice"), &["echo", "--duration", "1h", "--port", "0"]);
+    c.line("waiting for access request to be approved");
+    let id = s.admin().get("/api/v1/requests?status=PENDING").body["items"][0]["id"].as_str().unwrap().to_string();
+    bob.approve(&id).expect(200);
+    let port = c.port();
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    echo_once(&mut stream, b"hello through the tunnel\n");
+    let big = vec![7u8; 3 << 20];
+    let mut second = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let writer = {
+        let mut w = second.try_clone().unwrap();
+        let big = big.clone();
+        std::thread::spawn(move || w.write_all(&big).unwrap())
+    };
+    let mut back = vec![0u8; big.len()];
+    second.read_exact(&mut back).unwrap();
+    writer.join().unwrap();
+    assert!(back == big, "3 MiB came back changed");
+    bob.post(&format!("/api/v1/requests/{id}/revoke"), json!({"reason": "incident closed"})).expect(200);
+    let took = time_to_close(&mut stream);
+    assert!(took < Duration::from_secs(1), "the stream outlived the revoke by {took:?}");
+    assert_eq!(c.exit_code(), 5);
+    assert!(c.line("revoked by bob").contains("incident closed"));
+    // No new stream on a revoked grant.
+    if let Ok(mut late) = TcpStream::connect(("127.0.0.1", port)) {
+        assert!(time_to_close(&mut late) < Duration::from_secs(5));
+    }
+    let sessions = s.admin().get("/api/v1/sessions").expect(200);
+    let sid = sessions.body["items"][0]["id"].as_str().unwrap().to_string();
+    let session = s.admin().get(&format!("/api/v1/sessions/{sid}")).expect(200).body;
+    let streams = session["streams"].as_array().unwrap();
+    assert_eq!(streams.len(), 2);
+    assert!(streams.iter().any(|st| st["end_reason"].as_str().unwrap().starts_with("grant revoked by bob")));
+    assert!(streams.iter().any(|st| st["bytes_up"].as_i64().unwrap() >= 3 << 20));
+}
+
+#[test]
+fn a_stream_opened_near_expiry_lives_only_the_time_left() {
+    let s = Server::start();
+    s.connection("echo", &[], json!({"kind": "tcp", "target": echo_server()}));
+    s.user("alice", &[]);
+    let mut c = Connect::start(&s, &mint(&s, "alice"), &["echo", "--duration", "3s", "--port", "0"]);
+    let port = c.port();
+    let grant = s.admin().get("/api/v1/requests?status=APPROVED").body["items"][0].clone();
+    let expires = chrono::DateTime::parse_from_rfc3339(grant["expires_at"].as_str().unwrap()).unwrap();
+    let left = || (expires.with_timezone(&chrono::Utc) - chrono::Utc::now()).num_milliseconds();
+    wait_until("one second left", Duration::from_secs(5), || left() <= 1_200);
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    echo_once(&mut stream, b"ping");
+    let lived = time_to_close(&mut stream);
+    assert!(lived < Duration::from_millis(2_200), "a stream opened with ~1 s left lived {lived:?}");
+    assert_eq!(c.exit_code(), 0);
+    c.line("Access expired.");
+}
+
+#[test]
+fn tunnels_are_refused_for_grants_that_are_not_yours_or_not_live() {
+    let s = Server::start();
+    s.connection("echo", &["dba"], json!({"kind": "tcp", "target": echo_server()}));
+    s.connection("wiki", &[], json!({}));
+    let alice = s.user("alice", &[]);
+    s.user("bob", &["dba"]);
+    let id = alice.request("echo", "1h").expect(201).id();
+    let pem = std::fs::read(s.data_dir().join("tls-cert.pem")).unwrap();
+    let der = rustls_pemfile::certs(&mut pem.as_slice()).next().unwrap().unwrap();
+    let tls = jitgate::tls::pinned_client_config(
+        jitgate::tls::normalize_fingerprint(&jitgate::tls::fingerprint(der.as_ref())).unwrap(),
+    )
+    .unwrap();
+    let dial = |token: String| Dialer { server: s.url(""), tls: Some(tls.clone()), token };
+    let code = |r: Result<_, jitgate::Error>| match r {
+        Err(jitgate::Error::Remote { status, .. }) => status,
+        Err(e) => panic!("unexpected error {e}"),
+        Ok(_) => 101,
+    };
+    // Pending: not a live grant.
+    assert_eq!(code(dial(mint(&s, "alice")).open(&id, "sess_x")), 409);
+    s.admin().approve(&id).expect(200);
+    // Someone else's grant is as good as absent.
+    assert_eq!(code(dial(mint(&s, "bob")).open(&id, "sess_x")), 404);
+    // The owner still needs a live session of that grant.
+    assert_eq!(code(dial(mint(&s, "alice")).open(&id, "sess_nope")), 409);
+    let session = alice.post("/api/v1/sessions", json!({"request_id": id})).expect(201).id();
+    assert_eq!(code(dial(mint(&s, "alice")).open(&id, &session)), 101);
+    assert_eq!(code(dial("jg_wrong".into()).open(&id, &session)), 401);
+    // A generic connection has nothing to tunnel to.
+    let wiki = alice.request("wiki", "1h").expect(201).id();
+    let wiki_session = alice.post("/api/v1/sessions", json!({"request_id": wiki})).expect(201).id();
+    assert_eq!(code(dial(mint(&s, "alice")).open(&wiki, &wiki_session)), 400);
+}
+
+#[test]
+fn a_server_restart_closes_streams_and_they_need_a_live_grant_to_return() {
+    let mut s = Server::start();
+    s.connection("echo", &[], json!({"kind": "tcp", "target": echo_server()}));
+    s.user("alice", &[]);
+    let mut c = Connect::start(&s, &mint(&s, "alice"), &["echo", "--duration", "1h", "--port", "0"]);
+    let port = c.port();
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    echo_once(&mut stream, b"before");
+    let status = s.stop();
+    assert!(status.success());
+    assert!(time_to_close(&mut stream) < Duration::from_secs(5));
+    s.restart();
+    let grant = s.admin().get("/api/v1/requests?status=APPROVED").body["items"][0]["id"].as_str().unwrap().to_string();
+    s.admin().post(&format!("/api/v1/requests/{grant}/revoke"), json!({})).expect(200);
+    // The old connect process points at the old port; a fresh tunnel must be refused.
+    let alice_session = s.admin().get("/api/v1/sessions").body["items"][0]["id"].as_str().unwrap().to_string();
+    let pem = std::fs::read(s.data_dir().join("tls-cert.pem")).unwrap();
+    let der = rustls_pemfile::certs(&mut pem.as_slice()).next().unwrap().unwrap();
+    let tls = jitgate::tls::pinned_client_config(
+        jitgate::tls::normalize_fingerprint(&jitgate::tls::fingerprint(der.as_ref())).unwrap(),
+    )
+    .unwrap();
+    let refused = Dialer { server: s.url(""), tls: Some(tls), token: mint(&s, "alice") }.open(&grant, &alice_session);
+    assert!(matches!(refused, Err(jitgate::Error::Remote { status: 409, .. })), "{:?}", refused.err());
+    drop(c);
+}
+
+/// The PostgreSQL from scripts/test.sh (`JITGATE_TEST_PG=host:port`, user postgres,
+/// trust auth), or `None` (skipped) when run without it.
+fn postgres() -> Option<String> {
+    match std::env::var("JITGATE_TEST_PG") {
+        Ok(v) => Some(v),
+        Err(_) if std::env::var("JITGATE_REQUIRE_PG").as_deref() == Ok("1") => panic!("JITGATE_TEST_PG is not set"),
+        Err(_) => {
+            eprintln!("skipped: no PostgreSQL (scripts/test.sh starts one)");
+            None
+        }
+    }
+}
+
+fn psql(port: u16, sql: &str) -> Command {
+    let mut cmd = Command::new("psql");
+    cmd.arg(format!("host=127.0.0.1 port={port} sslmode=prefer user=postgres dbname=postgres connect_timeout=10"))
+        .args(["-X", "-A", "-t", "-c", sql])
+        .env_remove("PGPASSWORD");
+    cmd
+}
+
+#[test]
+fn psql_through_connect_is_recorded_and_cut_by_revoke() {
+    let Some(pg) = postgres() else { return };
+    let s = Server::start();
+    s.connection("prod-pg", &["dba"], json!({"kind": "postgres", "target": pg}));
+    s.user("alice", &[]);
+    let bob = s.user("bob", &["dba"]);
+    let mut c =
+        Connect::start(&s, &mint(&s, "alice"), &["prod-pg", "--duration", "1h", "--port", "0", "--reason", "INC-7"]);
+    c.line("waiting for access request");
+    let id = s.admin().get("/api/v1/requests?status=PENDING").body["items"][0]["id"].as_str().unwrap().to_string();
+    bob.approve(&id).expect(200);
+    let port = c.port();
+    c.line("psql");
+    // sslmode=prefer: the gateway answers SSLRequest with N, so the SQL is visible.
+    let out = psql(port, "select 40 + 2 as answer").output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "42");
+    let mut long = psql(port, "select pg_sleep(60)").stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    wait_until("pg_sleep to be running", Duration::from_secs(20), || {
+        let sid = s.admin().get("/api/v1/sessions").body["items"][0]["id"].as_str().unwrap_or("").to_string();
+        s.admin().get(&format!("/api/v1/sessions/{sid}")).text.contains("pg_sleep(60)")
+    });
+    let revoked = Instant::now();
+    bob.post(&format!("/api/v1/requests/{id}/revoke"), json!({"reason": "enough"})).expect(200);
+    wait_until("psql to die", Duration::from_secs(5), || long.try_wait().unwrap().is_some());
+    assert!(revoked.elapsed() < Duration::from_secs(1), "psql outlived the revoke by {:?}", revoked.elapsed());
+    let sid = s.admin().get("/api/v1/sessions").body["items"][0]["id"].as_str().unwrap().to_string();
+    let session = s.admin().get(&format!("/api/v1/sessions/{sid}")).expect(200).body;
+    let queries: Vec<String> = session["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|st| st["queries"].as_array().unwrap().iter().map(|q| q["sql"].as_str().unwrap().to_string()))
+        .collect();
+    assert!(queries.iter().any(|q| q == "select 40 + 2 as answer"), "{queries:?}");
+    assert!(queries.iter().any(|q| q == "select pg_sleep(60)"), "{queries:?}");
+    assert_eq!(c.exit_code(), 5);
+}
