@@ -174,6 +174,31 @@ CREATE TABLE stream_queries (
 ) STRICT;
 CREATE INDEX stream_queries_by_stream ON stream_queries (stream_seq, at);
 
+-- Events of the lifecycle waiting to reach hooks and notifications (the outbox),
+-- written in the same transaction as the transition, so none is ever lost.
+CREATE TABLE outbox (
+    seq        INTEGER PRIMARY KEY,
+    event      TEXT NOT NULL,              -- request.created, request.approved, …
+    request_id TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    dispatched INTEGER NOT NULL DEFAULT 0 CHECK (dispatched IN (0, 1))
+) STRICT;
+CREATE INDEX outbox_undispatched ON outbox (dispatched, seq);
+
+-- One event's delivery to one sink (a configured hook, a notification channel).
+-- `running` is written before a hook runs: after a crash it becomes `interrupted`,
+-- never run again (at most once), and stays on record.
+CREATE TABLE outbox_deliveries (
+    event_seq  INTEGER NOT NULL REFERENCES outbox (seq),
+    sink       TEXT NOT NULL,
+    state      TEXT NOT NULL CHECK (state IN ('pending', 'running', 'done', 'failed', 'interrupted')),
+    attempts   INTEGER NOT NULL DEFAULT 0,
+    next_at    INTEGER NOT NULL,
+    last_error TEXT,
+    PRIMARY KEY (event_seq, sink)
+) STRICT;
+CREATE INDEX outbox_deliveries_due ON outbox_deliveries (state, next_at);
+
 -- Append-only, hash-chained record of every state change and login. Each event's
 -- hash covers its fields and the previous hash; audit_head anchors the last one so a
 -- deleted tail is detected too. Written in the same transaction as the change.

@@ -31,6 +31,9 @@ pub struct FileConfig {
     pub login: LoginFile,
     #[serde(default)]
     pub backup: BackupFile,
+    /// `[[hooks]]`: commands run on grant, end and revoke (see `gateway::hooks`).
+    #[serde(default)]
+    pub hooks: Vec<crate::gateway::hooks::HookConfig>,
 }
 
 /// `[backup]`: periodic backups by the server, off until `interval` is set.
@@ -105,6 +108,7 @@ pub struct ServeConfig {
     pub allow_root: bool,
     /// `None`: no periodic backups.
     pub backup: Option<PeriodicBackup>,
+    pub hooks: Vec<crate::gateway::hooks::HookConfig>,
 }
 
 /// Periodic backups: one every `interval` into `dir`, the newest `keep` kept.
@@ -127,6 +131,9 @@ impl ServeConfig {
     /// Checks the combination: plain HTTP only on loopback unless behind a proxy, a
     /// certificate needs its key.
     pub fn validate(&self) -> Result<()> {
+        for hook in &self.hooks {
+            hook.validate()?;
+        }
         if self.plain_http && !self.listen.ip().is_loopback() && !self.behind_proxy {
             return Err(Error::Startup(format!(
                 "plain HTTP on {} would send tokens in the clear: listen on a loopback address, or add --behind-proxy when a TLS proxy is in front",

@@ -17,6 +17,7 @@ pub mod expiry;
 pub mod gateway;
 pub mod hub;
 pub mod metrics;
+pub mod notify;
 pub mod preflight;
 pub mod sdnotify;
 pub mod secret;

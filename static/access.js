@@ -40,6 +40,7 @@ export async function accessPage(ctx) {
   const duration = h('input', { name: 'duration', list: 'durations', autocomplete: 'off', spellcheck: 'false', inputmode: 'text' });
   const durations = h('datalist', { id: 'durations' });
   const durationHint = h('span');
+  const durationError = h('p', { class: 'field-error', id: 'access-duration-error', 'aria-live': 'polite', hidden: true });
   const reason = h('textarea', { name: 'reason', rows: 3, maxlength: 1000 });
   const reasonLabel = h('span', null, 'Reason');
   const err = errorBox();
@@ -90,38 +91,52 @@ export async function accessPage(ctx) {
       if (secs === null) problem = 'Write a duration like 30m, 2h or 1h30m.';
       else if (max && secs > max) problem = `${fmt(secs)} is longer than the maximum of ${c.max_duration} for ${c.name}.`;
     }
-    duration.setCustomValidity(problem);
     duration.setAttribute('aria-invalid', problem ? 'true' : 'false');
+    durationError.textContent = problem;
+    durationError.hidden = !problem;
     return problem;
   }
 
   select.addEventListener('change', showPolicy);
   duration.addEventListener('input', checkDuration);
 
-  const form = h('form', { class: 'card form', 'aria-labelledby': 'access-title' },
+  // Checked here rather than by the browser's bubbles, so every message reads the same.
+  const form = h('form', { class: 'card form', 'aria-labelledby': 'access-title', novalidate: true },
     field('Connection', select),
     policy,
     h('div', { class: 'field' },
       h('label', { for: 'access-duration' }, 'Duration'),
       duration,
       durations,
+      durationError,
       h('p', { class: 'hint', id: 'access-duration-hint' }, durationHint)),
     h('div', { class: 'field' }, h('label', { for: 'access-reason' }, reasonLabel), reason,
       h('p', { class: 'hint', id: 'access-reason-hint' }, 'A ticket or incident number helps the approvers.')),
     err.node,
     h('div', { class: 'actions' }, submit));
   duration.id = 'access-duration';
-  duration.setAttribute('aria-describedby', 'access-duration-hint');
+  duration.setAttribute('aria-describedby', 'access-duration-error access-duration-hint');
   reason.id = 'access-reason';
   reason.setAttribute('aria-describedby', 'access-reason-hint');
 
   form.addEventListener('submit', async (ev) => {
     ev.preventDefault();
     err.clear();
+    const c = current();
+    if (!c) {
+      err.show(new Error('Choose a connection.'));
+      select.focus();
+      return;
+    }
     const problem = checkDuration();
     if (problem) {
       err.show(new Error(problem));
       duration.focus();
+      return;
+    }
+    if (c.require_reason && !reason.value.trim()) {
+      err.show(new Error(`${c.name} needs a reason: say why you need access.`));
+      reason.focus();
       return;
     }
     const body = { connection: select.value };

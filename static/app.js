@@ -82,7 +82,7 @@ function buildHeader() {
     signedOut('You are logged out.');
   });
   replace(header,
-    h('a', { class: 'brand', href: '#/' }, h('span', { class: 'logo', 'aria-hidden': 'true' }, '⏱'), 'jitgate'),
+    h('a', { class: 'brand', href: '#/' }, h('img', { class: 'logo', src: '/ui/favicon.svg', alt: '', width: 24, height: 24 }), 'jitgate'),
     nav,
     h('div', { class: 'whoami' },
       h('span', null, h('span', { class: 'sr-only' }, 'Logged in as '), me.display_name || me.username,

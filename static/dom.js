@@ -214,7 +214,7 @@ export async function busy(button, fn) {
   try {
     return await fn();
   } finally {
-    if (button && button.isConnected) {
+    if (button) {
       button.disabled = false;
       button.removeAttribute('aria-busy');
     }

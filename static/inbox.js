@@ -11,12 +11,12 @@ const REFRESH_MS = 4000;
 
 export async function inboxPage(ctx) {
   ctx.title('Requests');
-  const me = ctx.me;
+  const me = await ctx.refreshMe(); // group membership may have changed
   const reviewer = me.admin || me.groups.length > 0;
-  const tabs = [
-    ['review', 'To review', 'Requests waiting for your approval'],
-    ['mine', 'My requests', 'Requests you made'],
-  ];
+  // Only approvers (members of a group, or admins) ever have something to review.
+  const tabs = [];
+  if (reviewer) tabs.push(['review', 'To review', 'Requests waiting for your approval']);
+  tabs.push(['mine', 'My requests', 'Requests you made']);
   if (me.admin) tabs.push(['all', 'All', 'Every request']);
   const state = {
     tab: ctx.query.get('tab') || (reviewer ? 'review' : 'mine'),
@@ -51,7 +51,6 @@ export async function inboxPage(ctx) {
   connSel.value = state.connection;
   statusSel.addEventListener('change', () => { state.status = statusSel.value; changed(); });
   connSel.addEventListener('change', () => { state.connection = connSel.value; changed(); });
-  const statusHint = h('p', { class: 'hint', id: 'filter-status-hint' }, 'Requests waiting for you are always PENDING.');
 
   const count = h('p', { class: 'count', 'aria-live': 'polite' });
   const updated = h('p', { class: 'updated muted' });
@@ -66,12 +65,10 @@ export async function inboxPage(ctx) {
   const more = h('button', { type: 'button', hidden: true }, 'Load more');
   more.addEventListener('click', loadMore);
 
+  // Requests waiting for my review are all PENDING: no status filter there.
+  const statusField = h('div', { class: 'field' }, h('label', { for: 'filter-status' }, 'Status'), statusSel);
   function syncControls() {
-    const review = state.tab === 'review';
-    statusSel.disabled = review;
-    statusHint.hidden = !review;
-    if (review) statusSel.setAttribute('aria-describedby', 'filter-status-hint');
-    else statusSel.removeAttribute('aria-describedby');
+    statusField.hidden = state.tab === 'review';
   }
 
   function params(extra) {
@@ -169,10 +166,10 @@ export async function inboxPage(ctx) {
     const tr = h('tr', { class: 'clickable' },
       h('td', { 'data-label': 'Request' }, link),
       h('td', { 'data-label': 'Requester' }, r.user),
-      h('td', { 'data-label': 'Connection' }, r.connection),
-      h('td', { 'data-label': 'Duration' }, r.duration),
+      h('td', { 'data-label': 'Connection', class: 'nowrap' }, r.connection),
+      h('td', { 'data-label': 'Duration', class: 'nowrap' }, r.duration),
       h('td', { 'data-label': 'Reason', class: 'reason' }, r.reason ? r.reason : h('span', { class: 'muted' }, 'none given')),
-      h('td', { 'data-label': 'Age' }, h('time', { datetime: r.created_at, title: r.created_at }, ago(r.created_at))),
+      h('td', { 'data-label': 'Age', class: 'nowrap' }, h('time', { datetime: r.created_at, title: r.created_at }, ago(r.created_at))),
       h('td', { 'data-label': 'Approvals' }, groupProgress(r.groups)),
       h('td', { 'data-label': 'Status' }, statusBadge(r.status)));
     // The whole row opens the request (the link stays the keyboard's way in).
@@ -192,9 +189,9 @@ export async function inboxPage(ctx) {
       h('h1', null, 'Access requests'),
       h('a', { class: 'button primary', href: '#/request-access' }, 'Request access')),
     h('div', { class: 'toolbar' },
-      h('div', { class: 'tabs', role: 'group', 'aria-label': 'Which requests' }, tabButtons),
+      tabButtons.length > 1 ? h('div', { class: 'tabs', role: 'group', 'aria-label': 'Which requests' }, tabButtons) : h('span'),
       h('div', { class: 'filters' },
-        h('div', { class: 'field' }, h('label', { for: 'filter-status' }, 'Status'), statusSel, statusHint),
+        statusField,
         h('div', { class: 'field' }, h('label', { for: 'filter-connection' }, 'Connection'), connSel))),
     problem,
     count,

@@ -69,6 +69,9 @@ export async function requestPage(ctx) {
   const liveNote = h('p', { class: 'warning', role: 'status', hidden: true });
   const timer = h('span', { role: 'timer', class: 'countdown' });
   let actionKey = '';
+  // Outlives the redraws of the panel: a refusal stays on screen after the page
+  // catches up with the state that caused it.
+  const err = errorBox();
 
   function render() {
     replace(badge, statusBadge(req.status));
@@ -144,7 +147,6 @@ export async function requestPage(ctx) {
 
   function renderActions(perms) {
     const parts = [];
-    const err = errorBox();
     const run = async (action, body, button, message) => {
       err.clear();
       done.hidden = true;
@@ -179,7 +181,7 @@ export async function requestPage(ctx) {
       const approveForm = h('form', { class: 'decide approve-form', 'aria-label': 'Approve' },
         field('Comment (optional)', comment), h('div', { class: 'actions' }, approve));
       const rejectForm = h('form', { class: 'decide reject-form', 'aria-label': 'Reject' },
-        field('Reason for rejecting', reason, 'The requester sees it.'), h('div', { class: 'actions' }, reject));
+        field('Reason for rejecting (the requester sees it)', reason), h('div', { class: 'actions' }, reject));
       approveForm.addEventListener('submit', (ev) => {
         ev.preventDefault();
         const text = comment.value.trim();

@@ -183,6 +183,7 @@ fn remote_error(status: u16, resp: ureq::Response) -> Error {
         None if body["allowed"] == false => "not allowed".to_string(),
         None => format!("the server answered {status}"),
     };
+    let message = if status == 401 { format!("{message} (log in again: jitgate login URL)") } else { message };
     Error::Remote { status, code, message }
 }
 

@@ -85,7 +85,8 @@ fn wait_for_decision(api: &Api, out: Out, created: &Value, tx: &Sender<Event>, r
     let id = text(&created["id"]);
     let line = format!("waiting for access request to be approved at {}", text(&created["url"]));
     let spinner = if !out.json && std::io::stdout().is_terminal() {
-        let bar = ProgressBar::new_spinner();
+        // Drawn on stdout, where the waiting line belongs.
+        let bar = ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stdout());
         bar.set_style(
             ProgressStyle::with_template("{spinner} {msg}")
                 .unwrap_or_else(|_| ProgressStyle::default_spinner())
@@ -106,13 +107,32 @@ fn wait_for_decision(api: &Api, out: Out, created: &Value, tx: &Sender<Event>, r
     let result = match rx.recv() {
         Ok(Event::Changed(v)) => Ok(v),
         Ok(Event::Failed(e)) => Err(e),
-        Ok(Event::Interrupted) | Err(_) => api
-            .post(&format!("/api/v1/requests/{}/cancel", enc(&id)), &json!({"reason": "cancelled from the terminal"})),
+        Ok(Event::Interrupted) | Err(_) => cancel(api, &id),
     };
     if let Some(bar) = spinner {
         bar.finish_and_clear();
     }
     result
+}
+
+/// Ctrl-C while waiting: withdraw the request. If an approval landed in the same
+/// moment, give the fresh grant back instead, so Ctrl-C never leaves access behind.
+fn cancel(api: &Api, id: &str) -> Result<Value> {
+    let reason = json!({"reason": "cancelled from the terminal"});
+    match api.post(&format!("/api/v1/requests/{}/cancel", enc(id)), &reason) {
+        Err(Error::Remote { status: 409, .. }) => {
+            let now = api.get(&format!("/api/v1/requests/{}", enc(id)))?;
+            if now["status"] == "APPROVED" {
+                api.post(&format!("/api/v1/requests/{}/end", enc(id)), &reason)?;
+                return api.get(&format!("/api/v1/requests/{}", enc(id))).map(|mut v| {
+                    v["status"] = json!("CANCELLED");
+                    v
+                });
+            }
+            Ok(now)
+        }
+        other => other,
+    }
 }
 
 /// Long-polls on its own thread until the status differs from `from`.

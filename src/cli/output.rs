@@ -131,7 +131,7 @@ pub fn age(v: &Value) -> String {
 /// Seconds from now until an RFC 3339 time, rounded to the minute past one minute,
 /// so "Access expires in 2 hours" reads as it was granted.
 pub fn remaining_secs(v: &Value) -> Option<u64> {
-    let secs = (parse_time(v)? - Utc::now()).num_milliseconds().max(0) as u64 / 1_000;
+    let secs = ((parse_time(v)? - Utc::now()).num_milliseconds().max(0) as u64 + 500) / 1_000;
     Some(if secs >= 60 { (secs + 30) / 60 * 60 } else { secs })
 }
 

@@ -182,9 +182,9 @@ pub fn describe(r: &Value, out: Out) -> String {
     }
     for rv in r["reviews"].as_array().into_iter().flatten() {
         lines.push(format!(
-            "Review      {} {}d at {}{}",
+            "Review      {} {} at {}{}",
             text(&rv["reviewer"]),
-            text(&rv["decision"]).trim_end_matches('e'),
+            if rv["decision"] == "approve" { "approved" } else { "rejected" },
             text(&rv["at"]),
             rv["comment"].as_str().map(|c| format!(": {c}")).unwrap_or_default()
         ));

@@ -106,6 +106,7 @@ fn resolve(a: ServeArgs) -> Result<ServeConfig> {
         None => DEFAULT_LISTEN.parse().map_err(|_| Error::Internal("default listen address".into()))?,
     };
     let plain_http = a.plain_http || file.plain_http.unwrap_or(false);
+    let hooks = file.hooks.clone();
     let (limits, login) = (file.limits, file.login);
     let data_dir = a.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
     Ok(ServeConfig {
@@ -128,6 +129,7 @@ fn resolve(a: ServeArgs) -> Result<ServeConfig> {
         login_attempts_per_minute: a.login_attempts_per_minute.or(login.attempts_per_minute).unwrap_or(10),
         session_lifetime: pick_duration("session_lifetime", None, login.session_lifetime, 12 * 3600)?,
         allow_root: a.allow_root || file.allow_root.unwrap_or(false),
+        hooks,
     })
 }
 

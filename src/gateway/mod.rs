@@ -7,6 +7,7 @@
 //! stream of a grant the moment it is revoked or ended (woken by the hub, not polled).
 
 pub mod client;
+pub mod hooks;
 pub mod pgwire;
 pub mod relay;
 

@@ -2,8 +2,9 @@
 //!
 //! Threads: the listener (`front`, accept + TLS + limits), the HTTP workers
 //! (tiny_http on a private Unix socket), long-poll waiters, the expiry timer, the
-//! periodic `backup` thread (when `[backup]` is configured) and the signal watcher. Shutdown: wake the long polls, stop accepting, finish requests in
-//! flight, stop the workers and the timer, checkpoint the database, exit 0.
+//! periodic `backup` thread (when `[backup]` is configured) and the signal watcher.
+//! Shutdown: wake the long polls, stop accepting, finish requests in flight, stop the
+//! workers, the timer and the backups, checkpoint the database, exit 0.
 
 pub mod api;
 pub mod app;
@@ -73,6 +74,7 @@ pub fn serve(cfg: ServeConfig) -> Result<()> {
     let backups = maintenance::spawn(cfg.backup.clone(), store.clone(), metrics.clone())?;
     let timer = expiry::spawn(store.clone(), hub.clone(), metrics)?;
     let tunnel_watch = gateway.spawn_watcher(hub.clone())?;
+    let outbox = crate::notify::Worker::spawn(store.clone(), hub.clone(), cfg.hooks.clone())?;
     let _ = app.front_stats.set(front.stats());
     watch_signals(hub.clone(), front.shutdown_handle())?;
     crate::sdnotify::ready();
@@ -88,6 +90,7 @@ pub fn serve(cfg: ServeConfig) -> Result<()> {
     }
     let _ = timer.join();
     let _ = tunnel_watch.join();
+    let _ = outbox.join();
     backups.stop();
     store.close()?;
     served?;

@@ -8,6 +8,7 @@
 pub mod backup;
 pub mod connections;
 pub mod migrations;
+pub mod outbox;
 pub mod requests;
 pub mod sessions;
 pub mod streams;

@@ -193,16 +193,9 @@ pub fn create(
         ],
     )?;
     let detail = json!({"connection": connection, "duration": duration::format(new.duration), "reason": new.reason});
-    audit::append(tx, now, &requester.username, "request.created", &id, detail)?;
+    record(tx, now, &requester.username, "request.created", &id, detail)?;
     if new.status == Status::Approved {
-        audit::append(
-            tx,
-            now,
-            audit::SYSTEM,
-            "request.approved",
-            &id,
-            json!({"auto": true, "expires_at": new.expires_at}),
-        )?;
+        record(tx, now, audit::SYSTEM, "request.approved", &id, json!({"auto": true, "expires_at": new.expires_at}))?;
     }
     Ok((get(tx, &id)?, false))
 }
@@ -239,7 +232,7 @@ pub fn review(
                 params![approved_at, expires_at, duration, freeze(&rule::progress(&policy, &counted)), loaded.seq],
             )?;
             let clamped = duration != loaded.request.duration;
-            audit::append(
+            record(
                 tx,
                 now,
                 audit::SYSTEM,
@@ -250,7 +243,7 @@ pub fn review(
         }
         Outcome::Rejected => {
             end(tx, loaded.seq, Status::Rejected, &reviewer.username, comment.as_deref(), now)?;
-            audit::append(tx, now, &reviewer.username, "request.rejected", id, json!({"reason": comment}))?;
+            record(tx, now, &reviewer.username, "request.rejected", id, json!({"reason": comment}))?;
         }
     }
     get(tx, id)
@@ -270,8 +263,24 @@ pub fn act(
     let policy = connections::get_by_id(tx, loaded.connection_id)?;
     let status = rule::act(&policy, &loaded.request, &users::actor(user), action, now)?;
     end(tx, loaded.seq, status, &user.username, reason.as_deref(), now)?;
-    audit::append(tx, now, &user.username, &format!("request.{}", action.past_tense()), id, json!({"reason": reason}))?;
+    record(tx, now, &user.username, &format!("request.{}", action.past_tense()), id, json!({"reason": reason}))?;
     get(tx, id)
+}
+
+/// A request's transition: its audit event and its outbox event (for hooks and
+/// notifications), both in the caller's transaction.
+fn record(
+    tx: &Transaction<'_>,
+    now: i64,
+    actor: &str,
+    action: &str,
+    id: &str,
+    detail: serde_json::Value,
+) -> Result<()> {
+    audit::append(tx, now, actor, action, id, detail)?;
+    // Ending a grant early is, for the sinks, the same event as its expiry.
+    let event = if action == "request.ended" { "request.executed" } else { action };
+    super::outbox::enqueue(tx, event, id, now)
 }
 
 fn end(tx: &Transaction<'_>, seq: i64, status: Status, by: &str, reason: Option<&str>, now: i64) -> Result<()> {
@@ -334,7 +343,7 @@ pub fn expire_due(tx: &Transaction<'_>, now: i64) -> Result<Vec<Expired>> {
         };
         end(tx, loaded.seq, status, audit::SYSTEM, Some(reason), now)?;
         let action = if status == Status::Executed { "request.executed" } else { "request.cancelled" };
-        audit::append(tx, now, audit::SYSTEM, action, &loaded.request.id, json!({"reason": reason, "due": at}))?;
+        record(tx, now, audit::SYSTEM, action, &loaded.request.id, json!({"reason": reason, "due": at}))?;
         out.push(Expired { id: loaded.request.id, status, due: at });
     }
     Ok(out)
@@ -369,7 +378,7 @@ fn close_all(tx: &Transaction<'_>, condition: &str, key: i64, by: &str, reason: 
             _ => (Status::Revoked, "request.revoked"),
         };
         end(tx, loaded.seq, status, by, Some(reason), now)?;
-        audit::append(tx, now, by, action, &loaded.request.id, json!({"reason": reason}))?;
+        record(tx, now, by, action, &loaded.request.id, json!({"reason": reason}))?;
     }
     Ok(())
 }

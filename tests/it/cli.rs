@@ -722,7 +722,6 @@ fn requests_commands_list_show_and_move_requests_through_their_lifecycle() {
 }
 
 #[test]
-#[ignore = "bug in src/cli/requests.rs describe(): reviews print as \"approvd\" and \"rejectd\""]
 fn requests_show_words_reviews_as_approved_and_rejected() {
     let s = Server::start();
     s.connection("db", &["dba"], json!({}));

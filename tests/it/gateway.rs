@@ -268,7 +268,7 @@ fn a_server_restart_closes_streams_and_they_need_a_live_grant_to_return() {
 
 /// The PostgreSQL from scripts/test.sh (`JITGATE_TEST_PG=host:port`, user postgres,
 /// trust auth), or `None` (skipped) when run without it.
-fn postgres() -> Option<String> {
+pub fn postgres() -> Option<String> {
     match std::env::var("JITGATE_TEST_PG") {
         Ok(v) => Some(v),
         Err(_) if std::env::var("JITGATE_REQUIRE_PG").as_deref() == Ok("1") => panic!("JITGATE_TEST_PG is not set"),

@@ -8,6 +8,7 @@ mod bad_input;
 mod cli;
 mod crash;
 mod gateway;
+mod hooks;
 mod lifecycle;
 mod listener;
 mod ops;

@@ -148,6 +148,7 @@ export async function login(page, username, password = PASSWORD) {
 export async function screenshot(page, name) {
   mkdirSync(ARTIFACTS, { recursive: true });
   const file = join(ARTIFACTS, `${name}.png`);
+  await page.evaluate(() => window.scrollTo(0, 0)); // the sticky header stays on top
   await page.screenshot({ path: file, fullPage: true });
   return file;
 }

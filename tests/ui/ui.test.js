@@ -84,26 +84,46 @@ test('a reviewer sees the pending request, opens it, approves it, and the API ag
   assert.deepEqual(problems, []);
 });
 
-test('a reviewer opens the link from a notification, logs in, and rejects with a reason', async (t) => {
+test('a reviewer opens the link from a notification; refusals show; another reviewer rejects with a reason', async (t) => {
   const server = await world(t);
+  await server.user('sam', { groups: ['security'] });
+  await server.admin.post('/connections', { name: 'billing', approval_groups: ['dba-team', 'security'] });
   const alice = await server.as('alice');
-  const req = await alice.post('/requests', { connection: 'prod-postgres', duration: '1h', reason: 'poke at prod' });
+  const req = await alice.post('/requests', { connection: 'billing', duration: '1h', reason: 'poke at prod' });
 
-  const { page: p, problems } = await page(t, server);
+  // The one refusal this test provokes on purpose (bob approves twice).
+  const { page: p, problems } = await page(t, server, { allow: [/status of 409 .*\/approve\)$/] });
   await p.goto(req.url.replace(/^https?:\/\/[^/]+/, '')); // the link the CLI prints
   await login(p, 'bob');
-  await p.getByRole('heading', { name: 'Access to prod-postgres for 1h' }).waitFor();
+  await p.getByRole('heading', { name: 'Access to billing for 1h' }).waitFor();
+
+  // bob approves from another tab; this page still offers Approve, and the server says no.
+  await (await server.as('bob')).post(`/requests/${req.id}/approve`);
+  await p.getByRole('button', { name: 'Approve', exact: true }).click();
+  assert.match(await text(p.getByRole('alert').filter({ hasText: 'already' })), /bob has already reviewed req_/);
+  const approve = p.getByRole('button', { name: 'Approve', exact: true });
+  await p.locator('button.approve[disabled]').waitFor();
+  assert.equal(await approve.getAttribute('title'), 'You already approved this request.');
+  assert.match(await text(p.locator('.banner')), /Waiting for approval from security \(0\/1\)/);
+  assert.match(await text(p.locator('.groups')), /dba-team 1 of 1 ✓ approved by bob/);
+  await screenshot(p, 'request-refused');
+
+  // Log out; sam (security) logs in on the same link and rejects.
+  await p.getByRole('button', { name: 'Log out' }).click();
+  await p.getByText('You are logged out.').waitFor();
+  await login(p, 'sam');
+  await p.getByRole('heading', { name: 'Access to billing for 1h' }).waitFor();
   await p.getByLabel('Reason for rejecting').fill('use the read replica');
   await p.getByRole('button', { name: 'Reject', exact: true }).click();
   await statusBadge(p, 'REJECTED');
-  assert.match(await text(p.locator('.banner')), /Rejected by bob: use the read replica/);
+  assert.match(await text(p.locator('.banner')), /Rejected by sam: use the read replica/);
   assert.equal(await p.getByRole('button', { name: 'Approve', exact: true }).count(), 0, 'a final request offers no actions');
 
   const stored = await server.admin.get(`/requests/${req.id}`);
   assert.equal(stored.status, 'REJECTED');
-  assert.equal(stored.ended_by, 'bob');
-  assert.equal(stored.reviews[0].decision, 'reject');
-  assert.equal(stored.reviews[0].comment, 'use the read replica');
+  assert.equal(stored.ended_by, 'sam');
+  assert.deepEqual(stored.reviews.map((r) => [r.reviewer, r.decision, r.comment]),
+    [['bob', 'approve', null], ['sam', 'reject', 'use the read replica']]);
   assert.deepEqual(problems, []);
 });
 
@@ -145,6 +165,9 @@ test('a requester has no Approve button on their own request, and sees the decis
   assert.equal(stored.status, 'EXECUTED');
   assert.equal(stored.ended_by, 'alice');
   assert.equal(stored.reason, 'INC-77 check the replication lag');
+  await p.getByRole('link', { name: '← All requests' }).click();
+  await p.locator('tbody tr', { hasText: id }).waitFor();
+  await screenshot(p, 'inbox-phone-dark');
   assert.deepEqual(problems, []);
 });
 
@@ -170,7 +193,8 @@ test('a reason full of markup shows as text, never as HTML', async (t) => {
 test('an admin creates and edits a connection through the form', async (t) => {
   const server = await world(t);
   await server.admin.post('/groups', { name: 'security' });
-  const { page: p, problems } = await page(t, server);
+  // The one refusal this test provokes on purpose (max_duration 45d).
+  const { page: p, problems } = await page(t, server, { allow: [/status of 400 .*\/api\/v1\/connections\/billing-db\)$/] });
   await p.goto('/');
   await login(p, 'admin', server.adminPassword);
   await p.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'Connections' }).click();

@@ -47,6 +47,9 @@ pub fn metrics(app: &App, call: &Call) -> Result<Reply> {
     if let Some(stats) = app.front_stats.get() {
         render_front(stats, &mut out);
     }
+    let (waiting, dead) = app.store.read(crate::store::outbox::depth)?;
+    let _ = writeln!(out, "# HELP jitgate_outbox_depth Events and deliveries waiting for hooks and notifications.\n# TYPE jitgate_outbox_depth gauge\njitgate_outbox_depth {waiting}");
+    let _ = writeln!(out, "# HELP jitgate_outbox_dead Deliveries failed for good or interrupted by a restart.\n# TYPE jitgate_outbox_dead gauge\njitgate_outbox_dead {dead}");
     let g = &app.gateway.stats;
     let tunnel_rows = [
         ("jitgate_tunnel_streams_open", "gauge", "Tunnel streams relaying now.", &g.streams_open),

@@ -1,0 +1,126 @@
+//! The outbox: lifecycle events recorded in the transaction of the transition, then
+//! fanned out to sinks (hooks now, notifications later) and delivered by the outbox
+//! worker with retries. Delivery is at most once per (event, sink): a delivery is
+//! marked `running` before it runs; one found `running` after a crash is marked
+//! `interrupted` and kept on record, never run twice.
+
+use crate::error::Result;
+use rusqlite::{params, Connection, Transaction};
+
+/// Records a lifecycle event for the outbox worker (call in the transition's tx).
+pub fn enqueue(tx: &Transaction<'_>, event: &str, request_id: &str, now: i64) -> Result<()> {
+    tx.execute(
+        "INSERT INTO outbox (event, request_id, created_at) VALUES (?1, ?2, ?3)",
+        params![event, request_id, now],
+    )?;
+    Ok(())
+}
+
+pub struct Event {
+    pub seq: i64,
+    pub event: String,
+    pub request_id: String,
+}
+
+/// Events not fanned out yet, oldest first.
+pub fn undispatched(conn: &Connection, limit: i64) -> Result<Vec<Event>> {
+    let mut stmt =
+        conn.prepare_cached("SELECT seq, event, request_id FROM outbox WHERE dispatched = 0 ORDER BY seq LIMIT ?1")?;
+    let rows = stmt.query_map([limit], |r| Ok(Event { seq: r.get(0)?, event: r.get(1)?, request_id: r.get(2)? }))?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// Creates the deliveries of one event and marks it dispatched.
+pub fn dispatch(tx: &Transaction<'_>, event_seq: i64, sinks: &[String], now: i64) -> Result<()> {
+    for sink in sinks {
+        tx.execute(
+            "INSERT OR IGNORE INTO outbox_deliveries (event_seq, sink, state, next_at) VALUES (?1, ?2, 'pending', ?3)",
+            params![event_seq, sink, now],
+        )?;
+    }
+    tx.execute("UPDATE outbox SET dispatched = 1 WHERE seq = ?1", [event_seq])?;
+    Ok(())
+}
+
+pub struct Delivery {
+    pub event_seq: i64,
+    pub event: String,
+    pub request_id: String,
+    pub sink: String,
+    pub attempts: i64,
+}
+
+/// Claims the deliveries due now: they become `running` before anything runs.
+pub fn claim_due(tx: &Transaction<'_>, now: i64, limit: i64) -> Result<Vec<Delivery>> {
+    let due: Vec<Delivery> = {
+        let mut stmt = tx.prepare_cached(
+            "SELECT d.event_seq, o.event, o.request_id, d.sink, d.attempts FROM outbox_deliveries d JOIN outbox o ON o.seq = d.event_seq
+             WHERE d.state = 'pending' AND d.next_at <= ?1 ORDER BY d.next_at, d.event_seq LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![now, limit], |r| {
+            Ok(Delivery {
+                event_seq: r.get(0)?,
+                event: r.get(1)?,
+                request_id: r.get(2)?,
+                sink: r.get(3)?,
+                attempts: r.get(4)?,
+            })
+        })?;
+        rows.collect::<rusqlite::Result<_>>()?
+    };
+    for d in &due {
+        tx.execute(
+            "UPDATE outbox_deliveries SET state = 'running', attempts = attempts + 1 WHERE event_seq = ?1 AND sink = ?2",
+            params![d.event_seq, d.sink],
+        )?;
+    }
+    Ok(due)
+}
+
+/// Records the result: done, retry at `retry_at`, or failed for good.
+pub fn finish(tx: &Transaction<'_>, d: &Delivery, outcome: Finish<'_>) -> Result<()> {
+    let (state, next_at, error) = match outcome {
+        Finish::Done => ("done", None, None),
+        Finish::Retry { at, error } => ("pending", Some(at), Some(error)),
+        Finish::Failed { error } => ("failed", None, Some(error)),
+    };
+    tx.execute(
+        "UPDATE outbox_deliveries SET state = ?1, next_at = coalesce(?2, next_at), last_error = ?3 WHERE event_seq = ?4 AND sink = ?5",
+        params![state, next_at, error, d.event_seq, d.sink],
+    )?;
+    Ok(())
+}
+
+pub enum Finish<'a> {
+    Done,
+    Retry { at: i64, error: &'a str },
+    Failed { error: &'a str },
+}
+
+/// After a crash: deliveries left `running` are `interrupted` (not run again).
+pub fn interrupt_running(tx: &Transaction<'_>) -> Result<Vec<(String, String)>> {
+    let rows: Vec<(String, String)> = {
+        let mut stmt = tx.prepare(
+            "SELECT o.request_id, d.sink FROM outbox_deliveries d JOIN outbox o ON o.seq = d.event_seq WHERE d.state = 'running'",
+        )?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        rows.collect::<rusqlite::Result<_>>()?
+    };
+    tx.execute("UPDATE outbox_deliveries SET state = 'interrupted', last_error = 'the server stopped while it ran' WHERE state = 'running'", [])?;
+    Ok(rows)
+}
+
+/// When the next pending delivery is due.
+pub fn next_due(conn: &Connection) -> Result<Option<i64>> {
+    Ok(conn.query_row("SELECT min(next_at) FROM outbox_deliveries WHERE state = 'pending'", [], |r| r.get(0))?)
+}
+
+/// (waiting, failed for good) for /metrics.
+pub fn depth(conn: &Connection) -> Result<(i64, i64)> {
+    Ok(conn.query_row(
+        "SELECT (SELECT count(*) FROM outbox WHERE dispatched = 0) + (SELECT count(*) FROM outbox_deliveries WHERE state IN ('pending', 'running')),
+                (SELECT count(*) FROM outbox_deliveries WHERE state IN ('failed', 'interrupted'))",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?)
+}
