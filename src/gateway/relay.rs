@@ -103,6 +103,8 @@ struct Relay<'a> {
     tunnel_write_shut: bool,
     out: Outcome,
     tap: &'a mut dyn Tap,
+    /// One read buffer for the life of the stream (taken out while in use).
+    scratch: Vec<u8>,
 }
 
 /// Runs until the stream ends; `early` is plaintext already read from the tunnel side.
@@ -125,6 +127,7 @@ pub fn run(
         tunnel_write_shut: false,
         out: Outcome::default(),
         tap,
+        scratch: vec![0u8; CHUNK],
     };
     r.out.reason = match r.run(early, deadline, cut) {
         Ok(reason) => reason,
@@ -238,15 +241,26 @@ impl Relay<'_> {
     fn read_tunnel(&mut self) -> io::Result<()> {
         match &mut self.tunnel {
             Tunnel::Plain(s) => {
-                let mut buf = vec![0u8; CHUNK];
-                match s.read(&mut buf) {
-                    Ok(0) => self.tunnel_eof = true,
-                    Ok(n) => self.accept_from_tunnel(&buf[..n]),
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                    Err(e) if e.kind() == io::ErrorKind::ConnectionReset => self.tunnel_eof = true,
-                    Err(e) => return Err(e),
-                }
-                Ok(())
+                let mut buf = std::mem::take(&mut self.scratch);
+                let read = s.read(&mut buf);
+                let result = match read {
+                    Ok(0) => {
+                        self.tunnel_eof = true;
+                        Ok(())
+                    }
+                    Ok(n) => {
+                        self.accept_from_tunnel(&buf[..n]);
+                        Ok(())
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(()),
+                    Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {
+                        self.tunnel_eof = true;
+                        Ok(())
+                    }
+                    Err(e) => Err(e),
+                };
+                self.scratch = buf;
+                result
             }
             Tunnel::Tls(c, s) => {
                 match c.read_tls(s) {
@@ -265,10 +279,16 @@ impl Relay<'_> {
 
     /// Moves what rustls has decrypted to the plain side's queue.
     fn drain_tls_plaintext(&mut self) -> io::Result<()> {
-        let mut buf = vec![0u8; CHUNK];
+        let mut buf = std::mem::take(&mut self.scratch);
+        let result = self.drain_into(&mut buf);
+        self.scratch = buf;
+        result
+    }
+
+    fn drain_into(&mut self, buf: &mut [u8]) -> io::Result<()> {
         loop {
             let n = match &mut self.tunnel {
-                Tunnel::Tls(c, _) => match c.reader().read(&mut buf) {
+                Tunnel::Tls(c, _) => match c.reader().read(buf) {
                     Ok(0) => {
                         self.tunnel_eof = true; // close_notify
                         return Ok(());
@@ -288,18 +308,26 @@ impl Relay<'_> {
     }
 
     fn read_plain(&mut self) -> io::Result<()> {
-        let mut buf = vec![0u8; CHUNK];
-        match self.plain.read(&mut buf) {
-            Ok(0) => self.plain_eof = true,
+        let mut buf = std::mem::take(&mut self.scratch);
+        let result = match self.plain.read(&mut buf) {
+            Ok(0) => {
+                self.plain_eof = true;
+                Ok(())
+            }
             Ok(n) => {
                 self.out.plain_to_tunnel += n as u64;
                 self.send_to_tunnel(&buf[..n]);
+                Ok(())
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => self.plain_eof = true,
-            Err(e) => return Err(e),
-        }
-        Ok(())
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {
+                self.plain_eof = true;
+                Ok(())
+            }
+            Err(e) => Err(e),
+        };
+        self.scratch = buf;
+        result
     }
 
     fn write_plain(&mut self) -> io::Result<()> {
