@@ -14,7 +14,7 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use serde_json::{json, Value};
 use std::io::{IsTerminal, Write};
-use std::net::{TcpStream, ToSocketAddrs};
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -132,18 +132,7 @@ fn token_name() -> String {
 
 /// Completes a TLS handshake only to read the certificate the server presents.
 fn peek_certificate(server: &str) -> Result<Vec<u8>> {
-    let authority = server.trim_start_matches("https://");
-    let host = authority.rsplit_once(':').map_or(authority, |(h, _)| h).trim_start_matches('[').trim_end_matches(']');
-    let with_port = if authority.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()) {
-        authority.to_string()
-    } else {
-        format!("{authority}:443")
-    };
-    let addr = with_port
-        .to_socket_addrs()
-        .map_err(|e| Error::Connect(format!("cannot resolve {authority}: {e}")))?
-        .next()
-        .ok_or_else(|| Error::Connect(format!("cannot resolve {authority}")))?;
+    let (host, with_port) = crate::gateway::client::endpoint(server)?;
     let seen = Arc::new(Recorder::default());
     let provider = crate::tls::provider();
     let config = rustls::ClientConfig::builder_with_provider(provider)
@@ -156,8 +145,7 @@ fn peek_certificate(server: &str) -> Result<Vec<u8>> {
         ServerName::try_from(host.to_string()).map_err(|_| Error::bad("bad_url", format!("bad host {host:?}")))?;
     let mut conn =
         rustls::ClientConnection::new(Arc::new(config), name).map_err(|e| Error::Connect(format!("TLS: {e}")))?;
-    let mut tcp = TcpStream::connect_timeout(&addr, Duration::from_secs(10))
-        .map_err(|e| Error::Connect(format!("cannot reach {server}: {e}")))?;
+    let mut tcp = crate::gateway::client::dial(&with_port, Duration::from_secs(10))?;
     tcp.set_read_timeout(Some(Duration::from_secs(10)))?;
     while conn.is_handshaking() {
         conn.complete_io(&mut tcp).map_err(|e| Error::Connect(format!("TLS handshake with {server}: {e}")))?;

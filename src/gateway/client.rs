@@ -13,6 +13,29 @@ use std::time::Duration;
 
 const HEAD_MAX: usize = 16 * 1024;
 
+/// Splits `https://host:port` into the host (for TLS names) and `host:port` (to
+/// connect), with the scheme's default port when none is given.
+pub fn endpoint(server: &str) -> Result<(String, String)> {
+    let (scheme, authority) =
+        server.split_once("://").ok_or_else(|| Error::bad("bad_url", "server URL without a scheme"))?;
+    let has_port = authority.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok());
+    let host = if has_port { authority.rsplit_once(':').map_or(authority, |(h, _)| h) } else { authority };
+    let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
+    let default_port = if scheme == "https" { 443 } else { 80 };
+    let with_port = if has_port { authority.to_string() } else { format!("{authority}:{default_port}") };
+    Ok((host, with_port))
+}
+
+/// Resolves and connects, within `timeout`.
+pub fn dial(with_port: &str, timeout: Duration) -> Result<TcpStream> {
+    let addr = with_port
+        .to_socket_addrs()
+        .map_err(|e| Error::Connect(format!("cannot resolve {with_port}: {e}")))?
+        .next()
+        .ok_or_else(|| Error::Connect(format!("cannot resolve {with_port}")))?;
+    TcpStream::connect_timeout(&addr, timeout).map_err(|e| Error::Connect(format!("cannot reach {with_port}: {e}")))
+}
+
 /// Where and how to open tunnels.
 #[derive(Clone)]
 pub struct Dialer {
@@ -25,21 +48,9 @@ pub struct Dialer {
 impl Dialer {
     /// Opens one stream; returns the tunnel and any bytes that came after the `101`.
     pub fn open(&self, request_id: &str, session_id: &str) -> Result<(Tunnel, Vec<u8>)> {
-        let (scheme, authority) =
-            self.server.split_once("://").ok_or_else(|| Error::bad("bad_url", "server URL without a scheme"))?;
-        let default_port = if scheme == "https" { 443 } else { 80 };
-        let with_port = if authority.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()) {
-            authority.to_string()
-        } else {
-            format!("{authority}:{default_port}")
-        };
-        let addr = with_port
-            .to_socket_addrs()
-            .map_err(|e| Error::Connect(format!("cannot resolve {authority}: {e}")))?
-            .next()
-            .ok_or_else(|| Error::Connect(format!("cannot resolve {authority}")))?;
-        let mut tcp = TcpStream::connect_timeout(&addr, Duration::from_secs(10))
-            .map_err(|e| Error::Connect(format!("cannot reach {}: {e}", self.server)))?;
+        let (host, with_port) = endpoint(&self.server)?;
+        let authority = self.server.split_once("://").map_or("", |(_, a)| a);
+        let mut tcp = dial(&with_port, Duration::from_secs(10))?;
         tcp.set_read_timeout(Some(Duration::from_secs(30)))?;
         let _ = tcp.set_nodelay(true);
         let request = format!(
@@ -48,12 +59,7 @@ impl Dialer {
         );
         match &self.tls {
             Some(config) => {
-                let host = authority
-                    .rsplit_once(':')
-                    .map_or(authority, |(h, _)| h)
-                    .trim_start_matches('[')
-                    .trim_end_matches(']');
-                let name = ServerName::try_from(host.to_string())
+                let name = ServerName::try_from(host.clone())
                     .map_err(|_| Error::bad("bad_url", format!("bad host {host:?}")))?;
                 let mut conn = rustls::ClientConnection::new(Arc::clone(config), name)
                     .map_err(|e| Error::Connect(format!("TLS: {e}")))?;

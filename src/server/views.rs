@@ -59,6 +59,9 @@ pub fn user(u: &User) -> Value {
         "has_password": u.has_password,
         "groups": u.groups,
         "created_at": rfc3339(u.created_at),
+        "email": u.email,
+        "slack_user_id": u.slack_user_id,
+        "mattermost_user_id": u.mattermost_user_id,
     })
 }
 
@@ -66,19 +69,11 @@ pub fn group(g: &Group) -> Value {
     json!({"name": g.name, "members": g.members, "created_at": rfc3339(g.created_at)})
 }
 
+/// A connection: its name and its policy, in the same shape the audit trail records.
 pub fn connection(c: &Connection) -> Value {
-    json!({
-        "name": c.name,
-        "kind": c.kind.as_str(),
-        "target": c.target,
-        "approval_groups": c.approval_groups,
-        "min_approvals": c.min_approvals,
-        "default_duration": duration::format(c.default_duration),
-        "max_duration": duration::format(c.max_duration),
-        "pending_ttl": duration::format(c.pending_ttl),
-        "auto_approve_admins": c.auto_approve_admins,
-        "require_reason": c.require_reason,
-    })
+    let mut v = crate::store::connections::policy_json(c);
+    v["name"] = json!(c.name);
+    v
 }
 
 pub fn token(t: &Token) -> Value {
