@@ -19,9 +19,15 @@ CREATE TABLE users (
     admin         INTEGER NOT NULL DEFAULT 0 CHECK (admin IN (0, 1)),
     disabled      INTEGER NOT NULL DEFAULT 0 CHECK (disabled IN (0, 1)),
     created_at    INTEGER NOT NULL,
-    deleted_at    INTEGER
+    deleted_at    INTEGER,
+    email              TEXT,          -- where notifications by email go (approvers, requesters)
+    slack_user_id      TEXT,          -- Slack user (U…) whose button clicks act as this user; set by an admin
+    mattermost_user_id TEXT           -- Mattermost user id, the same for Mattermost buttons
 ) STRICT;
 CREATE UNIQUE INDEX users_live_name ON users (username) WHERE deleted_at IS NULL;
+-- One chat identity maps to one live user, never two.
+CREATE UNIQUE INDEX users_live_slack ON users (slack_user_id) WHERE deleted_at IS NULL AND slack_user_id IS NOT NULL;
+CREATE UNIQUE INDEX users_live_mattermost ON users (mattermost_user_id) WHERE deleted_at IS NULL AND mattermost_user_id IS NOT NULL;
 
 -- Named sets of users (`dba-team`, `security`). Written by the groups API.
 CREATE TABLE groups (
@@ -112,6 +118,7 @@ CREATE TABLE requests (
     ended_by      TEXT,
     end_reason    TEXT,
     approved_by   TEXT,              -- JSON {"required":k,"counted":{group:[user…]}}: who counted, frozen at approval
+    warned_at     INTEGER,           -- when "expiring in 10 minutes" was sent (once per grant)
     CHECK (
         (status = 'PENDING' AND approved_at IS NULL AND expires_at IS NULL AND ended_at IS NULL)
         OR (status = 'APPROVED' AND approved_at IS NOT NULL AND expires_at IS NOT NULL AND ended_at IS NULL)
@@ -198,6 +205,16 @@ CREATE TABLE outbox_deliveries (
     PRIMARY KEY (event_seq, sink)
 ) STRICT;
 CREATE INDEX outbox_deliveries_due ON outbox_deliveries (state, next_at);
+-- Notification sinks deliver one event at a time, oldest first: the head of each sink.
+CREATE INDEX outbox_deliveries_by_sink ON outbox_deliveries (sink, state, event_seq);
+
+-- Signatures of chat actions already applied (Slack's X-Slack-Signature), kept for
+-- the replay window, so a captured click cannot be sent again. Written by the
+-- integration endpoints; rows older than the window are pruned as new ones come.
+CREATE TABLE chat_action_replays (
+    signature TEXT PRIMARY KEY,
+    seen_at   INTEGER NOT NULL
+) STRICT, WITHOUT ROWID;
 
 -- Append-only, hash-chained record of every state change and login. Each event's
 -- hash covers its fields and the previous hash; audit_head anchors the last one so a

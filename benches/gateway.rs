@@ -206,7 +206,8 @@ impl Drop for Proc {
 
 /// Runs a short command to its end (registered, so a signal stops it too).
 fn run_to_end(name: &str, cmd: &mut Command, within: Duration) -> Res<(ExitStatus, String)> {
-    let (mut p, (out, err)) = Proc::spawn(name, cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()))?;
+    let (mut p, (out, err)) =
+        Proc::spawn(name, cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()))?;
     let readers: Vec<_> = [out.map(|o| Box::new(o) as Box<dyn Read + Send>), err.map(|e| Box::new(e) as _)]
         .into_iter()
         .flatten()
@@ -439,7 +440,8 @@ impl Connect {
             .stderr(Stdio::piped());
         let (proc, (out, err)) = Proc::spawn(&format!("jitgate connect {connection}"), &mut cmd)?;
         let (tx, lines) = mpsc::channel();
-        for pipe in [out.map(|o| Box::new(o) as Box<dyn Read + Send>), err.map(|e| Box::new(e) as _)].into_iter().flatten()
+        for pipe in
+            [out.map(|o| Box::new(o) as Box<dyn Read + Send>), err.map(|e| Box::new(e) as _)].into_iter().flatten()
         {
             let tx = tx.clone();
             thread::spawn(move || {
@@ -531,6 +533,64 @@ fn serve_target(mut c: TcpStream) -> std::io::Result<()> {
     Ok(())
 }
 
+/// The target of the cut-off streams: an echo for many idle connections served by
+/// one thread (a poller), so that 1,000 target threads waking at the cut do not
+/// compete with jitgate for the two cores: the target would not be on this box.
+fn idle_echo_server() -> Res<String> {
+    let l = TcpListener::bind("127.0.0.1:0")?;
+    let addr = l.local_addr()?.to_string();
+    let poller = Arc::new(Poller::new()?);
+    let conns: Arc<Mutex<std::collections::HashMap<usize, TcpStream>>> = Arc::default();
+    {
+        let (poller, conns) = (Arc::clone(&poller), Arc::clone(&conns));
+        thread::spawn(move || {
+            for (key, c) in l.incoming().flatten().enumerate() {
+                if c.set_nonblocking(true).is_err() {
+                    continue;
+                }
+                let mut map = conns.lock().unwrap_or_else(|e| e.into_inner());
+                // SAFETY: deleted from the poller before the socket is dropped (below).
+                if unsafe { poller.add(&c, Event::readable(key)) }.is_ok() {
+                    map.insert(key, c);
+                }
+            }
+        });
+    }
+    thread::spawn(move || {
+        let mut events = Events::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            events.clear();
+            if poller.wait(&mut events, None).is_err() {
+                return;
+            }
+            let mut map = conns.lock().unwrap_or_else(|e| e.into_inner());
+            for ev in events.iter() {
+                let Some(mut c) = map.get(&ev.key) else { continue };
+                let keep = loop {
+                    match c.read(&mut buf) {
+                        Ok(0) => break false,
+                        // Small echoes on an idle socket: the write does not block.
+                        Ok(n) => {
+                            if c.write_all(&buf[..n]).is_err() {
+                                break false;
+                            }
+                        }
+                        Err(e) if e.kind() == ErrorKind::WouldBlock => break true,
+                        Err(_) => break false,
+                    }
+                };
+                if keep {
+                    let _ = poller.modify(c, Event::readable(ev.key));
+                } else if let Some(c) = map.remove(&ev.key) {
+                    let _ = poller.delete(&c);
+                }
+            }
+        }
+    });
+    Ok(addr)
+}
+
 fn dial(addr: &str) -> Res<TcpStream> {
     let s = TcpStream::connect(addr)?;
     s.set_nodelay(true)?;
@@ -539,7 +599,8 @@ fn dial(addr: &str) -> Res<TcpStream> {
 }
 
 /// Client → target: `bytes`, then EOF; done when the target's count arrives.
-fn upload(addr: &str, bytes: usize) -> Res<Duration> {
+/// Returns the time and how many bytes arrived (a shortfall is reported, not fatal).
+fn upload(addr: &str, bytes: usize) -> Res<(Duration, usize)> {
     let buf = vec![0xa5u8; BUF];
     let t = Instant::now();
     let mut s = dial(addr)?;
@@ -553,15 +614,11 @@ fn upload(addr: &str, bytes: usize) -> Res<Duration> {
     s.shutdown(Shutdown::Write)?;
     let mut n = [0u8; 8];
     s.read_exact(&mut n)?;
-    let took = t.elapsed();
-    if u64::from_be_bytes(n) != bytes as u64 {
-        return Err(format!("upload: the target counted {} of {bytes} bytes", u64::from_be_bytes(n)).into());
-    }
-    Ok(took)
+    Ok((t.elapsed(), u64::from_be_bytes(n) as usize))
 }
 
 /// Target → client: `bytes`, then EOF.
-fn download(addr: &str, bytes: usize) -> Res<Duration> {
+fn download(addr: &str, bytes: usize) -> Res<(Duration, usize)> {
     let mut buf = vec![0u8; BUF];
     let t = Instant::now();
     let mut s = dial(addr)?;
@@ -575,15 +632,11 @@ fn download(addr: &str, bytes: usize) -> Res<Duration> {
             k => got += k,
         }
     }
-    let took = t.elapsed();
-    if got != bytes {
-        return Err(format!("download: got {got} of {bytes} bytes").into());
-    }
-    Ok(took)
+    Ok((t.elapsed(), got))
 }
 
 /// Both ways at once through the echo: `bytes` up while `bytes` come back.
-fn duplex(addr: &str, bytes: usize) -> Res<Duration> {
+fn duplex(addr: &str, bytes: usize) -> Res<(Duration, usize)> {
     let t = Instant::now();
     let mut s = dial(addr)?;
     s.write_all(b"E")?;
@@ -608,10 +661,7 @@ fn duplex(addr: &str, bytes: usize) -> Res<Duration> {
     }
     let took = t.elapsed();
     writer.join().map_err(|_| "writer panicked")??;
-    if got != bytes {
-        return Err(format!("both ways: {got} of {bytes} bytes came back").into());
-    }
-    Ok(took)
+    Ok((took, got))
 }
 
 /// 64-byte round trips on one connection; returns the measured ones, sorted.
@@ -661,7 +711,10 @@ fn raise_nofile(want: u64) {
         .args(["--pid", &std::process::id().to_string(), &format!("--nofile={target}:")])
         .status()
         .is_ok_and(|s| s.success());
-    println!("open files: soft limit {soft} -> {target} ({}, hard {hard})", if ok { "raised" } else { "prlimit FAILED" });
+    println!(
+        "open files: soft limit {soft} -> {target} ({}, hard {hard})",
+        if ok { "raised" } else { "prlimit FAILED" }
+    );
     if target < want {
         println!("  warning: hard limit {hard} < {want}; run under `ulimit -n 8192` for 1,000 streams");
     }
@@ -704,9 +757,12 @@ fn run() -> Res<()> {
     let pg = Pg::start()?;
     println!("PostgreSQL at {} ({})", pg.addr, if pg.dir.is_some() { "throwaway cluster" } else { "JITGATE_TEST_PG" });
     let target = target_server()?;
+    let idle_echo = idle_echo_server()?;
     let cap = (n_streams * 2 + 256).to_string();
-    let mut server =
-        Server::start(scratch.path(), &["--max-connections", &cap, "--max-connections-per-ip", &cap, "--workers", "8"])?;
+    let mut server = Server::start(
+        scratch.path(),
+        &["--max-connections", &cap, "--max-connections-per-ip", &cap, "--workers", "8"],
+    )?;
     println!("server {} (pid {}), target {target}", server.base, server.proc.pid);
     server.admin("POST", "/api/v1/users", Some(json!({"username": "alice"})))?;
     let alice = server.admin("POST", "/api/v1/users/alice/tokens", Some(json!({"name": "bench"})))?["token"]
@@ -714,7 +770,7 @@ fn run() -> Res<()> {
         .ok_or("no token")?
         .to_string();
     for (name, kind, to) in
-        [("bulk", "tcp", &target), ("pg", "postgres", &pg.addr), ("pgtcp", "tcp", &pg.addr), ("cut", "tcp", &target)]
+        [("bulk", "tcp", &target), ("pg", "postgres", &pg.addr), ("pgtcp", "tcp", &pg.addr), ("cut", "tcp", &idle_echo)]
     {
         // No approval groups: alice's request is approved at once.
         server.admin(
@@ -729,33 +785,61 @@ fn run() -> Res<()> {
     let through = bulk.addr();
     println!("\n[bulk: {mib} MiB, best of 2, direct {target} vs through {through}]");
     let mut bulk_ratios = Vec::new();
-    type Xfer = fn(&str, usize) -> Res<Duration>;
+    let mut truncated_runs = Vec::new();
+    type Xfer = fn(&str, usize) -> Res<(Duration, usize)>;
     let cases: [(&str, Xfer, usize); 3] =
         [("upload", upload, 1), ("download", download, 1), ("both ways (echo)", duplex, 2)];
+    let me = std::process::id();
     for (name, f, dirs) in cases {
         let (mut direct, mut tun) = (Vec::new(), Vec::new());
-        let mut cpu = Duration::ZERO;
+        let (mut cpu, mut cpu_direct, mut cpu_bench) = (Duration::ZERO, Duration::ZERO, Duration::ZERO);
+        let mut short = Vec::new();
         for _ in 0..2 {
-            direct.push(f(&target, bytes)?);
+            let before = cpu_of(me);
+            let (d, got) = f(&target, bytes)?;
+            cpu_direct += cpu_of(me) - before;
+            if got != bytes {
+                short.push(format!("direct: {got} of {bytes} bytes"));
+            }
+            direct.push(d);
             let before = cpu_of(server.proc.pid) + cpu_of(bulk.proc.pid);
-            tun.push(f(&through, bytes)?);
+            let bench_before = cpu_of(me);
+            let (d, got) = f(&through, bytes)?;
             cpu += cpu_of(server.proc.pid) + cpu_of(bulk.proc.pid) - before;
+            cpu_bench += cpu_of(me) - bench_before;
+            if got != bytes {
+                short.push(format!("through: {got} of {bytes} bytes ({} lost)", bytes - got));
+            } else {
+                tun.push(d);
+            }
         }
         let best = |v: &[Duration]| v.iter().min().copied().unwrap_or_default();
-        let (d, t) = (mibs(bytes, best(&direct)), mibs(bytes, best(&tun)));
+        let (d, t) = (mibs(bytes, best(&direct)), if tun.is_empty() { 0.0 } else { mibs(bytes, best(&tun)) });
         let list = |v: &[Duration]| v.iter().map(|x| format!("{:.0}", mibs(bytes, *x))).collect::<Vec<_>>().join(", ");
         let gib_moved = (bytes * dirs * 2) as f64 / (1u64 << 30) as f64;
         table.add(
             format!("bulk {name}"),
             format!(
-                "direct {d:.0} MiB/s [{}], through {t:.0} MiB/s [{}]{} -> ratio {:.2}x; jitgate CPU (server + connect) {:.2} s per GiB",
+                "direct {d:.0} MiB/s [{}], through {t:.0} MiB/s [{}]{} -> ratio {:.2}x",
                 list(&direct),
                 list(&tun),
                 if dirs == 2 { " each way" } else { "" },
                 t / d,
+            ),
+        );
+        table.add(
+            format!("  CPU per GiB moved ({name})"),
+            format!(
+                "direct: bench (client + target) {:.2} s; through: bench {:.2} s + jitgate (server + connect) {:.2} s",
+                cpu_direct.as_secs_f64() / gib_moved,
+                cpu_bench.as_secs_f64() / gib_moved,
                 cpu.as_secs_f64() / gib_moved
             ),
         );
+        if !short.is_empty() {
+            table.add(format!("  DATA LOST ({name})"), short.join("; "));
+            truncated_runs.push(format!("{name}: {}", short.join("; ")));
+        }
         bulk_ratios.push((name, t / d));
     }
 
@@ -830,7 +914,7 @@ fn run() -> Res<()> {
                     let t = Instant::now();
                     let mut s = dial(&addr)?;
                     s.write_all(b"E.")?;
-                    let mut b = [0u8; 1];
+                    let mut b = [0u8; 2]; // the idle echo echoes the mode byte too
                     s.read_exact(&mut b)?;
                     mine.push((s, t.elapsed()));
                 }
@@ -860,17 +944,28 @@ fn run() -> Res<()> {
         ),
     );
     let live = server.metric("jitgate_tunnel_streams_open").unwrap_or(-1.0);
-    println!(
-        "  server: {live} streams open ({}); connect: {}",
-        threads_of(server.proc.pid),
-        threads_of(cut.proc.pid)
-    );
+    println!("  server: {live} streams open ({}); connect: {}", threads_of(server.proc.pid), threads_of(cut.proc.pid));
     thread::sleep(Duration::from_millis(500));
 
     // The watcher owns the sockets and stamps each EOF as it sees it.
     let n = streams.len();
     let (ready_tx, ready_rx) = mpsc::channel();
     let watcher = thread::spawn(move || -> Res<Vec<Option<(Instant, bool)>>> {
+        // The observer must not be what is late: 1,000 relay threads per jitgate
+        // process wake at the cut on two cores, so this thread asks for a higher
+        // priority (root only; otherwise it stays as it is and says so).
+        let tid = std::fs::read_link("/proc/thread-self")
+            .ok()
+            .and_then(|p| p.file_name().map(|t| t.to_string_lossy().to_string()))
+            .unwrap_or_default();
+        let raised = !tid.is_empty()
+            && Command::new("renice")
+                .args(["-n", "-10", "-p", &tid])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+        println!("  EOF watcher thread {tid}: priority {}", if raised { "raised (nice -10)" } else { "NOT raised" });
         let poller = Poller::new()?;
         for (i, s) in streams.iter().enumerate() {
             s.set_nonblocking(true)?;
@@ -914,7 +1009,8 @@ fn run() -> Res<()> {
     });
     ready_rx.recv_timeout(Duration::from_secs(30)).map_err(|_| "the EOF watcher did not start")?;
     let sent = Instant::now();
-    let revoked = server.admin("POST", &format!("/api/v1/requests/{grant}/revoke"), Some(json!({"reason": "bench"})))?;
+    let revoked =
+        server.admin("POST", &format!("/api/v1/requests/{grant}/revoke"), Some(json!({"reason": "bench"})))?;
     let returned = Instant::now();
     let returned_wall = wall_ms();
     if revoked["status"] != "REVOKED" {
@@ -925,9 +1021,11 @@ fn run() -> Res<()> {
     let missing = closed.iter().filter(|c| c.is_none()).count();
     let resets = closed.iter().filter(|c| matches!(c, Some((_, false)))).count();
     let before_return = closed.iter().flatten().filter(|(at, _)| *at < returned).count();
-    let mut lag: Vec<Duration> = closed.iter().flatten().map(|(at, _)| at.saturating_duration_since(returned)).collect();
+    let mut lag: Vec<Duration> =
+        closed.iter().flatten().map(|(at, _)| at.saturating_duration_since(returned)).collect();
     lag.sort_unstable();
-    let mut lag_sent: Vec<Duration> = closed.iter().flatten().map(|(at, _)| at.saturating_duration_since(sent)).collect();
+    let mut lag_sent: Vec<Duration> =
+        closed.iter().flatten().map(|(at, _)| at.saturating_duration_since(sent)).collect();
     lag_sent.sort_unstable();
     let (c50, c99, cmax) = (pct(&lag, 50.0), pct(&lag, 99.0), lag.last().copied().unwrap_or_default());
     table.add("revoke call (sent -> returned)", ms(returned - sent));
@@ -944,7 +1042,22 @@ fn run() -> Res<()> {
     );
     table.add(
         "cut-off lag: revoke sent -> local EOF",
-        format!("p50 {}, p99 {}, max {}", ms(pct(&lag_sent, 50.0)), ms(pct(&lag_sent, 99.0)), ms(lag_sent.last().copied().unwrap_or_default())),
+        format!(
+            "p50 {}, p99 {}, max {}",
+            ms(pct(&lag_sent, 50.0)),
+            ms(pct(&lag_sent, 99.0)),
+            ms(lag_sent.last().copied().unwrap_or_default())
+        ),
+    );
+    let mut stamps: Vec<Instant> = closed.iter().flatten().map(|(at, _)| *at).collect();
+    stamps.dedup();
+    let before_exit = exit.map_or(0, |(x, _)| closed.iter().flatten().filter(|(at, _)| *at < x).count());
+    table.add(
+        "  how the EOFs were seen",
+        format!(
+            "in {} wake-ups of the watcher; {before_exit} before the connect process had exited",
+            stamps.len()
+        ),
     );
     match exit {
         Some((at, status)) => table.add(
@@ -1012,6 +1125,11 @@ fn run() -> Res<()> {
     println!("    pgbench >= 0.7x direct: {} ({pg_ratio:.2}x)", verdict(pg_ratio >= 0.7));
     for (name, r) in &bulk_ratios {
         println!("    bulk {name} >= 0.5x direct: {} ({r:.2}x)", verdict(*r >= 0.5));
+    }
+    if truncated_runs.is_empty() {
+        println!("    every bulk transfer delivered every byte");
+    } else {
+        println!("    DATA LOST in {} bulk transfer(s), ended as a clean EOF: {}", truncated_runs.len(), truncated_runs.join(" | "));
     }
     println!(
         "    cut-off p99 < 100 ms with {n} streams: {} (p99 {}, max {}, {missing} not closed)",

@@ -28,3 +28,23 @@ scripts/test-packaging.sh
 
 cargo build --locked --all-targets
 cargo test --locked "$@"
+
+# ---- Web UI: browser tests -----------------------------------------------------------
+# Browser tests: headless Debian Chromium driven by playwright-core from npm, against
+# the debug binary built above (see README.md, "Web UI"). Nothing is
+# fetched but Debian's chromium (when missing) and the locked npm packages.
+if [ ! -x /usr/bin/chromium ]; then
+    if [ "$(id -u)" != 0 ]; then
+        echo "scripts/test.sh: /usr/bin/chromium is missing: apt-get install chromium (as root)" >&2
+        exit 2
+    fi
+    echo "installing chromium from Debian's packages" >&2
+    apt-get update -qq >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >&2
+fi
+if ! need node || ! need npm; then
+    echo "scripts/test.sh: node and npm are missing: install Node.js 20 or later" >&2
+    exit 2
+fi
+(cd tests/ui && npm ci --no-audit --no-fund --loglevel=error && npm test)
+# ---- end of the Web UI block ---------------------------------------------------------

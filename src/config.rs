@@ -34,6 +34,9 @@ pub struct FileConfig {
     /// `[[hooks]]`: commands run on grant, end and revoke (see `gateway::hooks`).
     #[serde(default)]
     pub hooks: Vec<crate::gateway::hooks::HookConfig>,
+    /// `[notify]`: webhooks, chat, Teams, email (see `notify::config`).
+    #[serde(default)]
+    pub notify: crate::notify::config::NotifyConfig,
 }
 
 /// `[backup]`: periodic backups by the server, off until `interval` is set.
@@ -109,6 +112,7 @@ pub struct ServeConfig {
     /// `None`: no periodic backups.
     pub backup: Option<PeriodicBackup>,
     pub hooks: Vec<crate::gateway::hooks::HookConfig>,
+    pub notify: crate::notify::config::NotifyConfig,
 }
 
 /// Periodic backups: one every `interval` into `dir`, the newest `keep` kept.
@@ -134,6 +138,7 @@ impl ServeConfig {
         for hook in &self.hooks {
             hook.validate()?;
         }
+        self.notify.validate()?;
         if self.plain_http && !self.listen.ip().is_loopback() && !self.behind_proxy {
             return Err(Error::Startup(format!(
                 "plain HTTP on {} would send tokens in the clear: listen on a loopback address, or add --behind-proxy when a TLS proxy is in front",

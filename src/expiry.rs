@@ -1,6 +1,7 @@
 //! The expiry timer: one thread that sleeps until the next grant expiry or pending
 //! deadline (woken early by the hub on any change), then moves every due request in
-//! one transaction: APPROVED → EXECUTED, stale PENDING → CANCELLED. On start,
+//! one transaction: APPROVED → EXECUTED, stale PENDING → CANCELLED, and records the
+//! "expiring in 10 minutes" warning of grants near their end. On start,
 //! `catch_up` closes what ran out while the server was down, before anything is served.
 
 use crate::error::Result;
@@ -14,13 +15,19 @@ use std::time::{Duration, Instant};
 
 /// Closes everything already due. Returns how many requests it moved.
 pub fn catch_up(store: &Store, metrics: &Metrics) -> Result<usize> {
+    sweep(store, metrics).map(|(closed, _)| closed)
+}
+
+/// Closes what is due and warns grants near their end: (closed, warned).
+fn sweep(store: &Store, metrics: &Metrics) -> Result<(usize, usize)> {
     let now = now_ms();
-    let done = store.write(|tx| requests::expire_due(tx, now))?;
+    // Expire first: a grant that ran out while the server was down is not warned.
+    let (done, warned) = store.write(|tx| Ok((requests::expire_due(tx, now)?, requests::warn_due(tx, now)?)))?;
     for e in &done {
         crate::info!("{} {} (due {} ms ago)", e.id, e.status, now - e.due);
         metrics.observe_expiry_lag(now - e.due);
     }
-    Ok(done.len())
+    Ok((done.len(), warned.len()))
 }
 
 pub fn spawn(store: Arc<Store>, hub: Arc<Hub>, metrics: Arc<Metrics>) -> std::io::Result<JoinHandle<()>> {
@@ -41,8 +48,8 @@ fn run(store: &Store, hub: &Hub, metrics: &Metrics) {
         };
         let now = now_ms();
         match next {
-            Some(due) if due <= now => match catch_up(store, metrics) {
-                Ok(n) if n > 0 => hub.notify(),
+            Some(due) if due <= now => match sweep(store, metrics) {
+                Ok((closed, warned)) if closed + warned > 0 => hub.notify(),
                 Ok(_) => {}
                 Err(e) => {
                     crate::error!("expiry: cannot close due requests: {}", e.log_detail());

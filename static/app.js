@@ -85,7 +85,7 @@ function buildHeader() {
     h('a', { class: 'brand', href: '#/' }, h('img', { class: 'logo', src: '/ui/favicon.svg', alt: '', width: 24, height: 24 }), 'jitgate'),
     nav,
     h('div', { class: 'whoami' },
-      h('span', null, h('span', { class: 'sr-only' }, 'Logged in as '), me.display_name || me.username,
+      h('span', { title: me.display_name || me.username }, h('span', { class: 'sr-only' }, 'Logged in as '), me.username,
         me.admin ? h('span', { class: 'badge role' }, 'admin') : null),
       logout));
   header.hidden = false;
@@ -161,7 +161,9 @@ async function route({ focus = true } = {}) {
     if (err instanceof ApiError && err.status === 401) return; // the login form is up
     const box = errorBox();
     box.show(err);
-    node = h('section', null, h('h1', { tabindex: '-1' }, 'Something went wrong'), box.node,
+    const title = err instanceof ApiError && err.status === 404 ? 'Not found' : 'Something went wrong';
+    ctx.title(title);
+    node = h('section', null, h('h1', { tabindex: '-1' }, title), box.node,
       h('p', null, h('a', { href: '#/' }, 'Go to the requests.')));
   }
   if (here.signal.aborted) return;

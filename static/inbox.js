@@ -168,7 +168,7 @@ export async function inboxPage(ctx) {
       h('td', { 'data-label': 'Requester' }, r.user),
       h('td', { 'data-label': 'Connection', class: 'nowrap' }, r.connection),
       h('td', { 'data-label': 'Duration', class: 'nowrap' }, r.duration),
-      h('td', { 'data-label': 'Reason', class: 'reason' }, r.reason ? r.reason : h('span', { class: 'muted' }, 'none given')),
+      h('td', { 'data-label': 'Reason', class: 'reason' }, r.reason ? h('span', { class: 'clamp', title: r.reason }, r.reason) : h('span', { class: 'muted' }, 'none given')),
       h('td', { 'data-label': 'Age', class: 'nowrap' }, h('time', { datetime: r.created_at, title: r.created_at }, ago(r.created_at))),
       h('td', { 'data-label': 'Approvals' }, groupProgress(r.groups)),
       h('td', { 'data-label': 'Status' }, statusBadge(r.status)));
@@ -183,6 +183,10 @@ export async function inboxPage(ctx) {
   syncControls();
   await refresh();
   ctx.every(REFRESH_MS, refresh);
+  // Back to a tab that was hidden: catch up at once.
+  const onVisible = () => { if (document.visibilityState === 'visible') refresh(); };
+  document.addEventListener('visibilitychange', onVisible);
+  ctx.signal.addEventListener('abort', () => document.removeEventListener('visibilitychange', onVisible));
 
   return h('section', { class: 'inbox' },
     h('div', { class: 'page-head' },
@@ -195,7 +199,7 @@ export async function inboxPage(ctx) {
         h('div', { class: 'field' }, h('label', { for: 'filter-connection' }, 'Connection'), connSel))),
     problem,
     count,
-    table,
+    h('div', { class: 'table-wrap' }, table),
     empty,
     more,
     updated);

@@ -8,7 +8,7 @@
 
 import { api, ApiError, path } from './api.js';
 import {
-  busy, confirmButton, countdown, errorBox, field, groupProgress, h, now, replace, statusBadge, timeEl,
+  busy, confirmButton, countdown, errorBox, field, h, now, replace, statusBadge, timeEl,
 } from './dom.js';
 
 const FINAL = new Set(['REJECTED', 'CANCELLED', 'EXECUTED', 'REVOKED']);

@@ -44,7 +44,7 @@ export async function tokenList(ctx, user) {
             } catch (e) {
               listErr.show(e);
             }
-          })))))));
+          }, 'danger small')))))));
   }
 
   // An admin mints api tokens for service accounts only (a person mints their own:
@@ -65,7 +65,9 @@ export async function tokenList(ctx, user) {
       h('div', { class: 'row3' },
         field('Name', name, 'Unique for this user.'),
         field('Expires in (optional)', expires, 'A duration like 30d; empty: never.'),
-        field('Scope', scope, 'api acts as the user; check only asks /access/check; metrics only reads /metrics.')),
+        field('Scope', scope, scopes.includes('api')
+          ? 'api acts as the user; check only asks /access/check; metrics only reads /metrics.'
+          : `check only asks /access/check; metrics only reads /metrics. ${user.username} logs in with a password: they mint their own api tokens.`)),
       err.node, shown,
       h('div', { class: 'actions' }, submit));
     form.addEventListener('submit', async (ev) => {
@@ -102,7 +104,9 @@ export async function tokenList(ctx, user) {
   }
 
   await reload();
-  return h('section', { class: 'tokens', 'aria-labelledby': `tokens-${user.username}` },
+  const section = h('section', { class: 'tokens', 'aria-labelledby': `tokens-${user.username}` },
     h('h2', { id: `tokens-${user.username}` }, isSelf ? 'Your API tokens' : `API tokens of ${user.username}`),
     body, listErr.node, form);
+  section.reload = reload;
+  return section;
 }

@@ -108,7 +108,9 @@ export async function userPage(ctx) {
   const pwButton = h('button', { type: 'submit' }, 'Set password');
   const pwForm = h('form', { class: 'card form', 'aria-labelledby': 'reset-pw' },
     h('h2', { id: 'reset-pw' }, 'Reset password'),
-    field('New password', pw, 'At least 12 characters. Tell it to them out of band.'),
+    field('New password', pw, user.username === ctx.me.username
+      ? 'At least 12 characters. Your browser sessions end: you will log in again.'
+      : `At least 12 characters; tell it to them out of band. Their browser sessions end and their API tokens are revoked.`),
     pwErr.node, pwDone,
     h('div', { class: 'actions' }, pwButton));
   pwForm.addEventListener('submit', async (ev) => {
@@ -122,6 +124,7 @@ export async function userPage(ctx) {
         renderInfo();
         pwDone.textContent = `The password of ${user.username} is set.`;
         pwDone.hidden = false;
+        await tokens.reload(); // a reset revokes their tokens
       } catch (e) {
         pwErr.show(e);
       }
@@ -129,6 +132,7 @@ export async function userPage(ctx) {
   });
 
   renderInfo();
+  const tokens = await tokenList(ctx, user);
   return h('section', null,
     h('p', { class: 'crumbs' }, h('a', { href: '#/admin/users' }, '← Users')),
     h('h1', null, `User ${user.username}`),
@@ -137,7 +141,7 @@ export async function userPage(ctx) {
     h('p', { class: 'hint' }, 'Disabling a user cancels their pending requests and revokes their live grants.'),
     buttons, status, err.node,
     pwForm,
-    await tokenList(ctx, user));
+    tokens);
 }
 
 export async function groupsPage(ctx) {

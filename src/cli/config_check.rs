@@ -64,6 +64,13 @@ fn effective(c: &ServeConfig) -> Value {
             "attempts_per_minute": c.login_attempts_per_minute,
             "session_lifetime": secs(c.session_lifetime),
         },
+        "hooks": c.hooks.iter().map(|h| json!({
+            "connection": h.connection,
+            "on_grant": h.on_grant,
+            "on_end": h.on_end,
+            "on_revoke": h.on_revoke,
+            "timeout": h.timeout().map(secs).unwrap_or_default(),
+        })).collect::<Vec<_>>(),
         "backup": match &c.backup {
             Some(b) => json!({"dir": b.dir, "interval": secs(b.interval), "keep": b.keep}),
             None => json!("off (set [backup] interval to turn on)"),
@@ -80,8 +87,17 @@ fn to_toml(v: &Value) -> String {
             match val {
                 Value::Object(inner) => {
                     tables.push_str(&format!("\n[{k}]\n"));
-                    for (ik, iv) in inner {
+                    for (ik, iv) in inner.iter().filter(|(_, v)| !v.is_null()) {
                         tables.push_str(&format!("{ik} = {iv}\n"));
+                    }
+                }
+                // An array of tables (`[[hooks]]`): one block each.
+                Value::Array(items) if items.iter().all(Value::is_object) => {
+                    for item in items.iter().filter_map(Value::as_object) {
+                        tables.push_str(&format!("\n[[{k}]]\n"));
+                        for (ik, iv) in item.iter().filter(|(_, v)| !v.is_null()) {
+                            tables.push_str(&format!("{ik} = {iv}\n"));
+                        }
                     }
                 }
                 other => top.push_str(&format!("{k} = {other}\n")),

@@ -107,6 +107,7 @@ fn resolve(a: ServeArgs) -> Result<ServeConfig> {
     };
     let plain_http = a.plain_http || file.plain_http.unwrap_or(false);
     let hooks = file.hooks.clone();
+    let notify = file.notify.clone();
     let (limits, login) = (file.limits, file.login);
     let data_dir = a.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
     Ok(ServeConfig {
@@ -130,6 +131,7 @@ fn resolve(a: ServeArgs) -> Result<ServeConfig> {
         session_lifetime: pick_duration("session_lifetime", None, login.session_lifetime, 12 * 3600)?,
         allow_root: a.allow_root || file.allow_root.unwrap_or(false),
         hooks,
+        notify,
     })
 }
 

@@ -1,26 +1,41 @@
 //! The outbox worker: one thread that fans lifecycle events out to their sinks and
-//! delivers them, in order, with retries. Sinks today are the operator's hooks
-//! (`[[hooks]]`, see `gateway::hooks`); chat and webhook notifications are sinks of
-//! the same outbox. It sleeps on the hub until something changes or a retry is due.
+//! delivers them, in order, with retries. Sinks are the operator's hooks (`[[hooks]]`,
+//! see `gateway::hooks`, at most once) and the notification channels of `[notify]`
+//! (`webhook:{i}`, `slack:{i}`, `teams:{i}`, `email`: one event at a time per sink,
+//! exponential backoff with jitter, dead after `max_attempts`; see `store::outbox`).
+//! It sleeps on the hub until something changes or a retry is due.
+
+pub mod config;
+pub mod message;
+pub mod send;
+pub mod sign;
 
 use crate::audit;
 use crate::error::Result;
 use crate::gateway::hooks::{self, HookConfig};
 use crate::hub::Hub;
 use crate::store::outbox::{self, Delivery, Finish};
-use crate::store::{requests, Store};
+use crate::store::{requests, users, Store};
 use crate::time::now_ms;
+use config::NotifyConfig;
+use message::Facts;
 use serde_json::json;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Attempts per delivery before it is failed for good.
+/// Attempts per hook run before it is failed for good.
 pub const MAX_ATTEMPTS: i64 = 5;
+/// The longest wait between two attempts of a notification.
+const MAX_BACKOFF_MS: i64 = 10 * 60 * 1000;
 
 pub struct Worker {
     store: Arc<Store>,
     hub: Arc<Hub>,
     hooks: Vec<HookConfig>,
+    notify: NotifyConfig,
+    /// Base of the links to requests (the server's public URL).
+    public_url: String,
+    agent: ureq::Agent,
 }
 
 impl Worker {
@@ -28,8 +43,11 @@ impl Worker {
         store: Arc<Store>,
         hub: Arc<Hub>,
         hooks: Vec<HookConfig>,
+        notify: NotifyConfig,
+        public_url: String,
     ) -> std::io::Result<std::thread::JoinHandle<()>> {
-        let w = Worker { store, hub, hooks };
+        let agent = send::agent(send::TIMEOUT);
+        let w = Worker { store, hub, hooks, notify, public_url, agent };
         std::thread::Builder::new().name("outbox".into()).spawn(move || w.run())
     }
 
@@ -58,7 +76,7 @@ impl Worker {
     fn recover(&self) -> Result<()> {
         let now = now_ms();
         self.store.write(|tx| {
-            for (request_id, sink) in outbox::interrupt_running(tx)? {
+            for (request_id, sink) in outbox::interrupt_running(tx, now)? {
                 audit::append(tx, now, audit::SYSTEM, "hook.interrupted", &request_id, json!({"sink": sink}))?;
             }
             Ok(())
@@ -78,7 +96,8 @@ impl Worker {
         self.store.read(outbox::next_due)
     }
 
-    /// Creates the deliveries of new events: one per hook command that applies.
+    /// Creates the deliveries of new events: one per hook command that applies, one
+    /// per notification channel that takes the event's connection.
     fn dispatch(&self) -> Result<()> {
         let events = self.store.read(|c| outbox::undispatched(c, 256))?;
         for e in events {
@@ -90,13 +109,39 @@ impl Worker {
                 .enumerate()
                 .filter(|(_, h)| h.connection == connection)
                 .filter_map(|(i, h)| h.command_for(&e.event).map(|(on, _)| format!("hook:{i}:{on}")))
+                .chain(self.notification_sinks(&connection))
                 .collect();
             self.store.write(|tx| outbox::dispatch(tx, e.seq, &sinks, now_ms()))?;
         }
         Ok(())
     }
 
+    /// The notification channels that take events of `connection`.
+    fn notification_sinks(&self, connection: &str) -> Vec<String> {
+        let n = &self.notify;
+        let mut out = Vec::new();
+        let kinds: [(&str, Vec<&Option<Vec<String>>>); 3] = [
+            ("webhook", n.webhook.iter().map(|w| &w.connections).collect()),
+            ("slack", n.slack.iter().map(|w| &w.connections).collect()),
+            ("teams", n.teams.iter().map(|w| &w.connections).collect()),
+        ];
+        for (kind, lists) in kinds {
+            for (i, list) in lists.into_iter().enumerate() {
+                if config::applies(list, connection) {
+                    out.push(format!("{kind}:{i}"));
+                }
+            }
+        }
+        if n.email.as_ref().is_some_and(|e| config::applies(&e.connections, connection)) {
+            out.push("email".into());
+        }
+        out
+    }
+
     fn deliver(&self, d: &Delivery) -> Result<()> {
+        if !d.sink.starts_with("hook:") {
+            return self.deliver_notification(d);
+        }
         let hook = d
             .sink
             .strip_prefix("hook:")
@@ -127,5 +172,128 @@ impl Worker {
             audit::append(tx, now, audit::SYSTEM, action, &d.request_id, detail.clone())?;
             outbox::finish(tx, d, finish)
         })
+    }
+}
+
+impl Worker {
+    /// Sends one notification; records done, a retry with backoff, or dead.
+    fn deliver_notification(&self, d: &Delivery) -> Result<()> {
+        let sent = self.send(d);
+        let now = now_ms();
+        self.store.write(|tx| match &sent {
+            Ok(()) => outbox::finish(tx, d, Finish::Done),
+            Err(f) if d.attempts + 1 >= self.notify.max_attempts() => {
+                crate::warn!(
+                    "notification {} to {} is dead after {} attempts: {}",
+                    d.event,
+                    d.sink,
+                    d.attempts + 1,
+                    f.error
+                );
+                let detail = json!({"sink": d.sink, "event": d.event, "attempts": d.attempts + 1, "error": f.error});
+                audit::append(tx, now, audit::SYSTEM, "notify.failed", &d.request_id, detail)?;
+                outbox::finish(tx, d, Finish::Failed { error: &f.error })
+            }
+            Err(f) => {
+                let at = now + self.backoff_ms(d.attempts, f.retry_after);
+                crate::debug!("notification {} to {} failed ({}); retry in {} ms", d.event, d.sink, f.error, at - now);
+                outbox::finish(tx, d, Finish::Retry { at, error: &f.error })
+            }
+        })
+    }
+
+    /// Exponential backoff with jitter: `retry_after` × 2^attempts, capped, each wait
+    /// drawn from its upper half so that receivers coming back are not hit in step;
+    /// never sooner than a 429's Retry-After.
+    fn backoff_ms(&self, attempts_before: i64, retry_after: Option<Duration>) -> i64 {
+        let base = self.notify.retry_after().map(|d| d.as_millis() as i64).unwrap_or(2_000).max(1);
+        let full = base.saturating_mul(1_i64 << attempts_before.clamp(0, 20)).min(MAX_BACKOFF_MS);
+        let r = crate::secret::random_bytes::<4>().map(u32::from_le_bytes).unwrap_or(u32::MAX / 2);
+        let wait = full / 2 + (full / 2) * i64::from(r) / i64::from(u32::MAX);
+        let asked = retry_after.map(|d| d.as_millis() as i64).unwrap_or(0).min(3_600_000);
+        wait.max(asked).max(1)
+    }
+
+    fn request_url(&self, id: &str) -> String {
+        format!("{}/#/requests/{id}", self.public_url.trim_end_matches('/'))
+    }
+
+    /// Builds and sends the message of one delivery.
+    fn send(&self, d: &Delivery) -> std::result::Result<(), send::Failure> {
+        let fail = |error: String| send::Failure { error, retry_after: None };
+        let view = self.store.read(|c| requests::get(c, &d.request_id)).map_err(|e| fail(e.user_message()))?;
+        let requester = self.store.read(|c| users::get(c, &view.request.user)).ok();
+        let url = self.request_url(&view.request.id);
+        let facts = Facts {
+            event: &d.event,
+            view: &view,
+            url: &url,
+            requester_slack: requester.as_ref().and_then(|u| u.slack_user_id.as_deref()),
+        };
+        let (kind, index) = match d.sink.split_once(':') {
+            Some((k, i)) => (k, i.parse::<usize>().ok()),
+            None => (d.sink.as_str(), None),
+        };
+        let gone = || fail("this channel is no longer in the configuration".into());
+        let n = &self.notify;
+        match kind {
+            "webhook" => {
+                let w = index.and_then(|i| n.webhook.get(i)).ok_or_else(gone)?;
+                let now = now_ms();
+                let event_id = outbox::event_id(d.event_seq);
+                let body = message::webhook(&event_id, &facts, crate::server::views::request(&view, url.clone()), now);
+                let body = serde_json::to_vec(&body).map_err(|e| fail(e.to_string()))?;
+                let headers = [
+                    ("X-Jitgate-Signature", sign::webhook_signature(&w.secret, &body)),
+                    ("X-Jitgate-Timestamp", (now / 1000).to_string()),
+                    ("X-Jitgate-Event", d.event.clone()),
+                    ("X-Jitgate-Delivery", event_id),
+                ];
+                send::post_json(&self.agent, &w.url, &headers, &body)
+            }
+            "slack" => {
+                let s = index.and_then(|i| n.slack.get(i)).ok_or_else(gone)?;
+                let body = if s.style.as_deref() == Some("mattermost") {
+                    let actions_url =
+                        format!("{}/api/v1/integrations/mattermost/actions", self.public_url.trim_end_matches('/'));
+                    let actions = n.mattermost.as_ref().map(|m| (actions_url.as_str(), m.action_secret.as_str()));
+                    message::mattermost(&facts, actions)
+                } else {
+                    message::slack(&facts, s.signing_secret.is_some())
+                };
+                send::post_json(&self.agent, &s.url, &[], body.to_string().as_bytes())
+            }
+            "teams" => {
+                let t = index.and_then(|i| n.teams.get(i)).ok_or_else(gone)?;
+                send::post_json(&self.agent, &t.url, &[], message::teams(&facts).to_string().as_bytes())
+            }
+            "email" => {
+                let e = n.email.as_ref().ok_or_else(gone)?;
+                let to =
+                    self.email_recipients(&d.event, &view, requester.as_ref()).map_err(|e| fail(e.user_message()))?;
+                if to.is_empty() {
+                    return Ok(());
+                }
+                let (subject, body) = message::email(&facts);
+                send::email(e, &to, &subject, &body).map_err(fail)
+            }
+            _ => Err(gone()),
+        }
+    }
+
+    /// A new request goes to the approvers (members of its approval groups, not the
+    /// requester); every later event goes to the requester.
+    fn email_recipients(
+        &self,
+        event: &str,
+        view: &requests::RequestView,
+        requester: Option<&users::User>,
+    ) -> Result<Vec<String>> {
+        if event != "request.created" {
+            return Ok(requester.and_then(|u| u.email.clone()).into_iter().collect());
+        }
+        let policy = self.store.read(|c| requests::policy_of(c, &view.request.id))?;
+        let members = self.store.read(|c| users::emails_of_groups(c, &policy.approval_groups))?;
+        Ok(members.into_iter().filter(|(name, _)| *name != view.request.user).map(|(_, email)| email).collect())
     }
 }

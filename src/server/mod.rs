@@ -74,7 +74,13 @@ pub fn serve(cfg: ServeConfig) -> Result<()> {
     let backups = maintenance::spawn(cfg.backup.clone(), store.clone(), metrics.clone())?;
     let timer = expiry::spawn(store.clone(), hub.clone(), metrics)?;
     let tunnel_watch = gateway.spawn_watcher(hub.clone())?;
-    let outbox = crate::notify::Worker::spawn(store.clone(), hub.clone(), cfg.hooks.clone())?;
+    let outbox = crate::notify::Worker::spawn(
+        store.clone(),
+        hub.clone(),
+        cfg.hooks.clone(),
+        cfg.notify.clone(),
+        app.public_url.clone(),
+    )?;
     let _ = app.front_stats.set(front.stats());
     watch_signals(hub.clone(), front.shutdown_handle())?;
     crate::sdnotify::ready();

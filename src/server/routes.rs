@@ -3,7 +3,9 @@
 //! not listed is a 404, a method not listed is a 405); handlers then apply the fine
 //! rules (who may see a request, who may review it) from the domain.
 
-use super::api::{access, audit, connections, groups, requests, sessions, system, tokens, ui, users};
+use super::api::{
+    access, audit, connections, groups, integrations, outbox, requests, sessions, system, tokens, ui, users,
+};
 use super::app::{App, Call};
 use super::http::Reply;
 use super::wait::WaitSpec;
@@ -95,6 +97,11 @@ pub static ROUTES: &[Route] = &[
     r("GET", "/api/v1/audit", Admin, audit::list),
     r("GET", "/api/v1/audit/verify", Admin, audit::verify),
     r("GET", "/api/v1/access/check", Check, access::check),
+    r("GET", "/api/v1/outbox", Admin, outbox::list),
+    // Public: the callers hold no token; each handler checks the chat's own proof
+    // (Slack's signature; Mattermost's context HMAC and source address) first.
+    r("POST", "/api/v1/integrations/slack/actions", Public, integrations::slack),
+    r("POST", "/api/v1/integrations/mattermost/actions", Public, integrations::mattermost),
 ];
 
 /// The routes whose pattern matches `segments`, with the captured parameters.

@@ -6,6 +6,7 @@
 //! beside them. The store never imports the server.
 
 pub mod backup;
+pub mod chat;
 pub mod connections;
 pub mod migrations;
 pub mod outbox;

@@ -3,6 +3,13 @@
 //! worker with retries. Delivery is at most once per (event, sink): a delivery is
 //! marked `running` before it runs; one found `running` after a crash is marked
 //! `interrupted` and kept on record, never run twice.
+//!
+//! Notification sinks (every sink not named `hook:…`) differ in two ways. They take
+//! their events one at a time, oldest first: only the head of a sink is ever claimed,
+//! so a receiver that was down gets one retry at a time with its backoff, never a
+//! flood, and its events in order. And a notification found `running` after a crash
+//! is sent again (it carries the same event id, so a receiver can drop the copy):
+//! losing an approval request is worse than saying it twice.
 
 use crate::error::Result;
 use rusqlite::{params, Connection, Transaction};
@@ -50,13 +57,18 @@ pub struct Delivery {
     pub attempts: i64,
 }
 
+/// Hooks are claimed whenever due; a notification sink only at its head (its oldest
+/// unfinished delivery), so it never has two in flight or a queue jumping its retry.
+const CLAIMABLE: &str = "d.state = 'pending' AND (d.sink LIKE 'hook:%' OR d.event_seq =
+    (SELECT min(h.event_seq) FROM outbox_deliveries h WHERE h.sink = d.sink AND h.state IN ('pending', 'running')))";
+
 /// Claims the deliveries due now: they become `running` before anything runs.
 pub fn claim_due(tx: &Transaction<'_>, now: i64, limit: i64) -> Result<Vec<Delivery>> {
     let due: Vec<Delivery> = {
-        let mut stmt = tx.prepare_cached(
+        let mut stmt = tx.prepare_cached(&format!(
             "SELECT d.event_seq, o.event, o.request_id, d.sink, d.attempts FROM outbox_deliveries d JOIN outbox o ON o.seq = d.event_seq
-             WHERE d.state = 'pending' AND d.next_at <= ?1 ORDER BY d.next_at, d.event_seq LIMIT ?2",
-        )?;
+             WHERE {CLAIMABLE} AND d.next_at <= ?1 ORDER BY d.next_at, d.event_seq LIMIT ?2"
+        ))?;
         let rows = stmt.query_map(params![now, limit], |r| {
             Ok(Delivery {
                 event_seq: r.get(0)?,
@@ -97,22 +109,91 @@ pub enum Finish<'a> {
     Failed { error: &'a str },
 }
 
-/// After a crash: deliveries left `running` are `interrupted` (not run again).
-pub fn interrupt_running(tx: &Transaction<'_>) -> Result<Vec<(String, String)>> {
+/// After a crash: hooks left `running` are `interrupted` (not run again) and
+/// returned; notifications left `running` are pending again (sent again, same id).
+pub fn interrupt_running(tx: &Transaction<'_>, now: i64) -> Result<Vec<(String, String)>> {
     let rows: Vec<(String, String)> = {
         let mut stmt = tx.prepare(
-            "SELECT o.request_id, d.sink FROM outbox_deliveries d JOIN outbox o ON o.seq = d.event_seq WHERE d.state = 'running'",
+            "SELECT o.request_id, d.sink FROM outbox_deliveries d JOIN outbox o ON o.seq = d.event_seq
+             WHERE d.state = 'running' AND d.sink LIKE 'hook:%'",
         )?;
         let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
         rows.collect::<rusqlite::Result<_>>()?
     };
-    tx.execute("UPDATE outbox_deliveries SET state = 'interrupted', last_error = 'the server stopped while it ran' WHERE state = 'running'", [])?;
+    tx.execute("UPDATE outbox_deliveries SET state = 'interrupted', last_error = 'the server stopped while it ran' WHERE state = 'running' AND sink LIKE 'hook:%'", [])?;
+    tx.execute(
+        "UPDATE outbox_deliveries SET state = 'pending', next_at = ?1, last_error = 'the server stopped while it was sent' WHERE state = 'running'",
+        [now],
+    )?;
     Ok(rows)
 }
 
-/// When the next pending delivery is due.
+/// When the next claimable delivery is due.
 pub fn next_due(conn: &Connection) -> Result<Option<i64>> {
-    Ok(conn.query_row("SELECT min(next_at) FROM outbox_deliveries WHERE state = 'pending'", [], |r| r.get(0))?)
+    let sql = format!("SELECT min(d.next_at) FROM outbox_deliveries d WHERE {CLAIMABLE}");
+    Ok(conn.query_row(&sql, [], |r| r.get(0))?)
+}
+
+/// One delivery as the admin API lists it.
+pub struct Listed {
+    pub event_id: String,
+    pub event: String,
+    pub request_id: String,
+    pub sink: String,
+    pub state: String,
+    pub attempts: i64,
+    pub next_at: i64,
+    pub last_error: Option<String>,
+    pub created_at: i64,
+}
+
+/// Deliveries newest first, optionally in one state and of one sink kind
+/// (`webhook`, `slack`, `teams`, `email`, `hook`).
+pub fn list(
+    conn: &Connection,
+    state: Option<&str>,
+    kind: Option<&str>,
+    page: &super::Page,
+) -> Result<(Vec<Listed>, Option<String>)> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT d.rowid, d.event_seq, o.event, o.request_id, d.sink, d.state, d.attempts, d.next_at, d.last_error, o.created_at
+         FROM outbox_deliveries d JOIN outbox o ON o.seq = d.event_seq
+         WHERE d.rowid < ?1 AND (?2 IS NULL OR d.state = ?2) AND (?3 IS NULL OR d.sink = ?3 OR d.sink LIKE ?3 || ':%')
+         ORDER BY d.rowid DESC LIMIT ?4",
+    )?;
+    let rows = stmt.query_map(params![page.before_or_max(), state, kind, page.fetch_limit()], |r| {
+        Ok((
+            r.get::<_, i64>(0)?,
+            Listed {
+                event_id: event_id(r.get(1)?),
+                event: r.get(2)?,
+                request_id: r.get(3)?,
+                sink: r.get(4)?,
+                state: r.get(5)?,
+                attempts: r.get(6)?,
+                next_at: r.get(7)?,
+                last_error: r.get(8)?,
+                created_at: r.get(9)?,
+            },
+        ))
+    })?;
+    Ok(page.finish(rows.collect::<rusqlite::Result<Vec<_>>>()?))
+}
+
+/// The public id of an event: the same for every sink and every retry, so a
+/// receiver can refuse a copy.
+pub fn event_id(seq: i64) -> String {
+    format!("evt_{seq}")
+}
+
+/// Dead deliveries (failed for good or interrupted) by sink kind, for /metrics.
+pub fn dead_by_kind(conn: &Connection) -> Result<Vec<(String, i64)>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT CASE WHEN instr(sink, ':') > 0 THEN substr(sink, 1, instr(sink, ':') - 1) ELSE sink END AS kind, count(*)
+         FROM outbox_deliveries WHERE state IN ('failed', 'interrupted') GROUP BY kind ORDER BY kind",
+    )?;
+    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
 }
 
 /// (waiting, failed for good) for /metrics.

@@ -305,16 +305,40 @@ fn clean_text(what: &'static str, text: Option<&str>) -> Result<Option<String>> 
     Ok(text.map(str::to_string))
 }
 
-/// The moment the expiry timer must next wake: the nearest grant expiry or pending
-/// deadline.
+/// How long before expiry the requester is warned ("expiring in 10 minutes"). Grants
+/// no longer than this get no warning: the approval already said how long they last.
+pub const EXPIRY_WARNING_MS: i64 = 10 * 60 * 1000;
+
+/// The moment the expiry timer must next wake: the nearest grant expiry, pending
+/// deadline or expiry warning.
 pub fn next_deadline(conn: &Db) -> Result<Option<i64>> {
     Ok(conn.query_row(
         "SELECT min(t) FROM (
             SELECT min(expires_at) AS t FROM requests WHERE status = 'APPROVED'
-            UNION ALL SELECT min(pending_until) FROM requests WHERE status = 'PENDING')",
-        [],
+            UNION ALL SELECT min(pending_until) FROM requests WHERE status = 'PENDING'
+            UNION ALL SELECT min(expires_at - ?1) FROM requests
+                WHERE status = 'APPROVED' AND warned_at IS NULL AND expires_at - approved_at > ?1)",
+        [EXPIRY_WARNING_MS],
         |r| r.get(0),
     )?)
+}
+
+/// Records `request.expiring` once for every live grant within `EXPIRY_WARNING_MS` of
+/// its end (the outbox tells the requester). Returns the ids warned.
+pub fn warn_due(tx: &Transaction<'_>, now: i64) -> Result<Vec<String>> {
+    let due: Vec<(String, i64)> = {
+        let mut stmt = tx.prepare_cached(
+            "SELECT id, expires_at FROM requests WHERE status = 'APPROVED' AND warned_at IS NULL
+             AND expires_at - approved_at > ?1 AND expires_at - ?1 <= ?2 AND expires_at > ?2",
+        )?;
+        let rows = stmt.query_map(params![EXPIRY_WARNING_MS, now], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        rows.collect::<rusqlite::Result<_>>()?
+    };
+    for (id, expires_at) in &due {
+        tx.execute("UPDATE requests SET warned_at = ?1 WHERE id = ?2", params![now, id])?;
+        record(tx, now, audit::SYSTEM, "request.expiring", id, json!({"expires_at": expires_at}))?;
+    }
+    Ok(due.into_iter().map(|(id, _)| id).collect())
 }
 
 /// One request moved by the expiry timer, with the moment it was due.

@@ -20,9 +20,15 @@ pub struct User {
     pub has_password: bool,
     pub created_at: i64,
     pub groups: Vec<String>,
+    /// Where email notifications to this user go.
+    pub email: Option<String>,
+    /// The chat identities whose button clicks act as this user (set by an admin).
+    pub slack_user_id: Option<String>,
+    pub mattermost_user_id: Option<String>,
 }
 
-const USER_COLUMNS: &str = "id, username, display_name, admin, disabled, password_hash IS NOT NULL, created_at";
+const USER_COLUMNS: &str =
+    "id, username, display_name, admin, disabled, password_hash IS NOT NULL, created_at, email, slack_user_id, mattermost_user_id";
 
 fn user_row(r: &Row<'_>) -> rusqlite::Result<User> {
     Ok(User {
@@ -34,7 +40,72 @@ fn user_row(r: &Row<'_>) -> rusqlite::Result<User> {
         has_password: r.get(5)?,
         created_at: r.get(6)?,
         groups: Vec::new(),
+        email: r.get(7)?,
+        slack_user_id: r.get(8)?,
+        mattermost_user_id: r.get(9)?,
     })
+}
+
+/// A plain address for SMTP: one `@`, no spaces or control characters (so no header
+/// or command can be smuggled through it), at most 254 bytes.
+pub fn check_email(email: &str) -> Result<()> {
+    let ok = email.len() <= 254
+        && email.split('@').count() == 2
+        && email.split('@').all(|p| !p.is_empty())
+        && !email.chars().any(|c| c.is_control() || c.is_whitespace() || matches!(c, '<' | '>' | ',' | ';' | '"'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::bad("bad_email", format!("{email:?} is not a plain email address")))
+    }
+}
+
+/// A Slack (`U0123ABC`) or Mattermost (26 lowercase letters and digits) user id.
+fn check_chat_id(what: &str, id: &str) -> Result<()> {
+    if id.is_empty() || id.len() > 64 || !id.chars().all(|c| c.is_ascii_alphanumeric()) {
+        return Err(Error::bad("bad_chat_id", format!("{what} is letters and digits only (at most 64)")));
+    }
+    Ok(())
+}
+
+/// The live user a chat identity maps to (`column`: `slack_user_id` or
+/// `mattermost_user_id`); `None` when nobody is mapped.
+pub fn by_chat_id(conn: &Connection, column: ChatId, id: &str) -> Result<Option<User>> {
+    let column = match column {
+        ChatId::Slack => "slack_user_id",
+        ChatId::Mattermost => "mattermost_user_id",
+    };
+    let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE {column} = ?1 AND deleted_at IS NULL");
+    let user = conn.query_row(&sql, [id], user_row).optional()?;
+    user.map(|mut u| {
+        u.groups = groups_of(conn, u.id)?;
+        Ok(u)
+    })
+    .transpose()
+}
+
+#[derive(Clone, Copy, Debug)]
+pub enum ChatId {
+    Slack,
+    Mattermost,
+}
+
+/// Live, enabled members of `groups` who have an email address: (username, email).
+pub fn emails_of_groups(conn: &Connection, groups: &[String]) -> Result<Vec<(String, String)>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT DISTINCT u.username, u.email FROM users u JOIN group_members m ON m.user_id = u.id JOIN groups g ON g.id = m.group_id
+         WHERE g.name = ?1 AND u.deleted_at IS NULL AND u.disabled = 0 AND u.email IS NOT NULL",
+    )?;
+    let mut out: Vec<(String, String)> = Vec::new();
+    for g in groups {
+        for row in stmt.query_map([g], |r| Ok((r.get(0)?, r.get(1)?)))? {
+            let row = row?;
+            if !out.contains(&row) {
+                out.push(row);
+            }
+        }
+    }
+    Ok(out)
 }
 
 pub struct NewUser {
@@ -132,6 +203,10 @@ pub struct Patch {
     pub password_hash: Option<String>,
     pub admin: Option<bool>,
     pub disabled: Option<bool>,
+    /// `Some(None)` clears; checked as a plain address.
+    pub email: Option<Option<String>>,
+    pub slack_user_id: Option<Option<String>>,
+    pub mattermost_user_id: Option<Option<String>>,
 }
 
 pub fn update(tx: &Transaction<'_>, actor: &str, username: &str, patch: &Patch, now: i64) -> Result<User> {
@@ -141,6 +216,30 @@ pub fn update(tx: &Transaction<'_>, actor: &str, username: &str, patch: &Patch, 
     }
     if let Some(d) = &patch.display_name {
         tx.execute("UPDATE users SET display_name = ?1 WHERE id = ?2", params![d, user.id])?;
+    }
+    if let Some(e) = &patch.email {
+        if let Some(e) = e {
+            check_email(e)?;
+        }
+        tx.execute("UPDATE users SET email = ?1 WHERE id = ?2", params![e, user.id])?;
+    }
+    for (column, value) in [("slack_user_id", &patch.slack_user_id), ("mattermost_user_id", &patch.mattermost_user_id)]
+    {
+        let Some(value) = value else { continue };
+        if let Some(id) = value {
+            check_chat_id(column, id)?;
+            let taken: Option<String> = tx
+                .query_row(
+                    &format!("SELECT username FROM users WHERE {column} = ?1 AND deleted_at IS NULL AND id != ?2"),
+                    params![id, user.id],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if let Some(other) = taken {
+                return Err(Error::conflict("already_mapped", format!("{column} {id} already belongs to {other}")));
+            }
+        }
+        tx.execute(&format!("UPDATE users SET {column} = ?1 WHERE id = ?2"), params![value, user.id])?;
     }
     if let Some(h) = &patch.password_hash {
         tx.execute("UPDATE users SET password_hash = ?1 WHERE id = ?2", params![h, user.id])?;
@@ -167,6 +266,9 @@ pub fn update(tx: &Transaction<'_>, actor: &str, username: &str, patch: &Patch, 
         "password": patch.password_hash.is_some(),
         "admin": patch.admin,
         "disabled": patch.disabled,
+        "email": patch.email.is_some(),
+        "slack_user_id": patch.slack_user_id.as_ref().map(|v| v.clone().unwrap_or_default()),
+        "mattermost_user_id": patch.mattermost_user_id.as_ref().map(|v| v.clone().unwrap_or_default()),
     });
     audit::append(tx, now, actor, "user.updated", username, detail)?;
     get(tx, username)

@@ -194,6 +194,18 @@ fn table() -> Vec<Row> {
             "/api/v1/access/check?user=alice&connection=granted".into(),
             None
         )),
+        row!("GET", "/api/v1/outbox", [401, 403, 403, 403, 200], |_| ("/api/v1/outbox?state=failed".into(), None)),
+        // Public routes that authenticate by the chat's own proof; with no [notify]
+        // chat configured here they do not exist for anyone (tests/it/notify.rs has
+        // the signed stories).
+        row!("POST", "/api/v1/integrations/slack/actions", [404, 404, 404, 404, 404], |_| (
+            "/api/v1/integrations/slack/actions".into(),
+            Some(json!({}))
+        )),
+        row!("POST", "/api/v1/integrations/mattermost/actions", [404, 404, 404, 404, 404], |_| (
+            "/api/v1/integrations/mattermost/actions".into(),
+            Some(json!({}))
+        )),
     ]
 }
 

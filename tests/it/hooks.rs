@@ -47,8 +47,11 @@ fn hooks_run_once_per_event_and_survive_a_crash_between_event_and_run() {
     alice.act(&id, "end").expect(200);
     wait_until("the end hook", Duration::from_secs(20), || lines(&log).len() == 2);
     assert_eq!(lines(&log)[1], format!("request.executed {id} alice db"));
-    let ran = s.admin().get(&format!("/api/v1/audit?action=hook.ran&target={id}")).expect(200);
-    assert_eq!(ran.body["items"].as_array().unwrap().len(), 2);
+    // The audit event is written after the command exits: wait for it, do not race it.
+    wait_until("both runs audited", Duration::from_secs(20), || {
+        let ran = s.admin().get(&format!("/api/v1/audit?action=hook.ran&target={id}")).expect(200);
+        ran.body["items"].as_array().unwrap().len() == 2
+    });
     // Another restart runs nothing again.
     s.restart();
     wait_until("an idle outbox", Duration::from_secs(20), || {

@@ -11,6 +11,7 @@ mod gateway;
 mod hooks;
 mod lifecycle;
 mod listener;
+mod notify;
 mod ops;
 mod security;
 mod startup;

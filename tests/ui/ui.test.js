@@ -183,7 +183,16 @@ test('a reason full of markup shows as text, never as HTML', async (t) => {
   const cell = p.locator('tbody tr', { hasText: req.id }).locator('td.reason');
   await cell.waitFor();
   assert.equal(await cell.textContent(), evil);
-  await p.getByRole('link', { name: req.id }).click();
+  // By keyboard: Tab from the filter lands on the request's link, with a visible focus ring.
+  await p.getByLabel('Connection').focus();
+  await p.keyboard.press('Tab');
+  const ring = await p.evaluate(() => {
+    const el = document.activeElement;
+    const s = getComputedStyle(el);
+    return `${el.textContent} ${s.outlineStyle} ${s.outlineWidth}`;
+  });
+  assert.equal(ring, `${req.id} solid 3px`);
+  await p.keyboard.press('Enter');
   await p.locator('.details .reason').waitFor();
   assert.equal(await p.locator('.details .reason').textContent(), evil);
   assert.equal(await p.locator('main img, main script').count(), 0);
@@ -284,7 +293,10 @@ test('an admin manages users, groups and tokens, and sees the audit trail verifi
   await p.getByText('✓ The audit chain verifies.').waitFor();
   await p.getByLabel('Target').fill('carol');
   await p.getByRole('button', { name: 'Filter' }).click();
-  await p.locator('tbody tr', { hasText: 'user.created' }).waitFor();
+  await p.waitForFunction(() => {
+    const targets = [...document.querySelectorAll('tbody td[data-label="Target"]')].map((td) => td.textContent);
+    return targets.length > 0 && targets.every((x) => x === 'carol');
+  });
   const actions = await p.locator('tbody td[data-label="Action"]').allTextContents();
   assert.ok(actions.includes('user.created'), actions.join(', '));
   assert.ok(actions.every((a) => a.startsWith('user.') || a.startsWith('token.')), actions.join(', '));

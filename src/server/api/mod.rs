@@ -5,6 +5,8 @@ pub mod access;
 pub mod audit;
 pub mod connections;
 pub mod groups;
+pub mod integrations;
+pub mod outbox;
 pub mod requests;
 pub mod sessions;
 pub mod system;

@@ -17,14 +17,27 @@ struct CreateUser {
     #[serde(default)]
     admin: bool,
     display_name: Option<String>,
+    email: Option<String>,
 }
 
 pub fn create(app: &App, call: &Call) -> Result<Reply> {
     let body: CreateUser = call.req.json()?;
     crate::domain::check_name("user", &body.username)?;
     let password_hash = body.password.as_deref().map(secret::hash_password).transpose()?;
+    if let Some(e) = &body.email {
+        users::check_email(e)?;
+    }
     let new = NewUser { username: body.username, display_name: body.display_name, password_hash, admin: body.admin };
-    let user = app.store.write(|tx| users::create(tx, call.who()?.name(), &new, call.now))?;
+    let user = app.store.write(|tx| {
+        let user = users::create(tx, call.who()?.name(), &new, call.now)?;
+        match body.email {
+            Some(email) => {
+                let patch = Patch { email: Some(Some(email)), ..Patch::default() };
+                users::update(tx, call.who()?.name(), &user.username, &patch, call.now)
+            }
+            None => Ok(user),
+        }
+    })?;
     Ok(Reply::created(&views::user(&user)))
 }
 
@@ -49,6 +62,15 @@ struct UpdateUser {
     current_password: Option<String>,
     admin: Option<bool>,
     disabled: Option<bool>,
+    /// `null` clears; a user may set their own.
+    #[serde(default, deserialize_with = "present")]
+    email: Option<Option<String>>,
+    /// Chat identities acting as this user: an admin's to set (see README,
+    /// "Notifications and approving from chat").
+    #[serde(default, deserialize_with = "present")]
+    slack_user_id: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    mattermost_user_id: Option<Option<String>>,
 }
 
 fn present<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Option<Option<String>>, D::Error> {
@@ -62,6 +84,10 @@ pub fn update(app: &App, call: &Call) -> Result<Reply> {
     if !who.user.admin {
         if body.admin.is_some() || body.disabled.is_some() {
             return Err(Error::Forbidden("only an admin may change admin or disabled".into()));
+        }
+        // Whoever holds a mapped chat identity acts as this user: an admin vouches.
+        if body.slack_user_id.is_some() || body.mattermost_user_id.is_some() {
+            return Err(Error::Forbidden("only an admin may map chat identities".into()));
         }
         // A token-only account sets its first password with its token alone.
         let stored = app.store.read(|c| users::credentials(c, name))?.and_then(|(_, h, _)| h);
@@ -80,6 +106,9 @@ pub fn update(app: &App, call: &Call) -> Result<Reply> {
         password_hash: body.password.as_deref().map(secret::hash_password).transpose()?,
         admin: body.admin,
         disabled: body.disabled,
+        email: body.email,
+        slack_user_id: body.slack_user_id,
+        mattermost_user_id: body.mattermost_user_id,
     };
     let user = app.store.write(|tx| {
         let before = users::get(tx, name)?;
