@@ -26,6 +26,8 @@ pub struct PgTap<F: FnMut(Vec<Captured>)> {
     /// Bytes still to pass without parsing (the rest of a message too big to parse).
     skip: usize,
     batch: Vec<Captured>,
+    /// Statements captured so far on this stream.
+    captured: i64,
     last_flush: std::time::Instant,
     sink: F,
 }
@@ -37,6 +39,7 @@ impl<F: FnMut(Vec<Captured>)> PgTap<F> {
             buf: Vec::new(),
             skip: 0,
             batch: Vec::new(),
+            captured: 0,
             last_flush: std::time::Instant::now(),
             sink,
         }
@@ -104,6 +107,11 @@ impl<F: FnMut(Vec<Captured>)> PgTap<F> {
     }
 
     fn capture(&mut self, kind: &'static str, sql: &[u8]) {
+        // Past the per-stream bound statements are no longer kept (the relay goes on).
+        if self.captured >= crate::store::streams::MAX_QUERIES_PER_STREAM {
+            return;
+        }
+        self.captured += 1;
         let truncated = sql.len() > MAX_SQL_BYTES;
         let text = String::from_utf8_lossy(&sql[..sql.len().min(MAX_SQL_BYTES)]).to_string();
         self.batch.push((crate::time::now_ms(), kind, text, truncated));
@@ -139,7 +147,7 @@ impl<F: FnMut(Vec<Captured>)> Tap for PgTap<F> {
     }
 
     fn flush(&mut self, last: bool) {
-        let due = self.batch.len() >= 64 || (!self.batch.is_empty() && self.last_flush.elapsed() >= FLUSH_EVERY);
+        let due = self.batch.len() >= 256 || (!self.batch.is_empty() && self.last_flush.elapsed() >= FLUSH_EVERY);
         if last || due {
             self.last_flush = std::time::Instant::now();
             if !self.batch.is_empty() {

@@ -6,7 +6,7 @@
 //! The same loop serves both ends of a tunnel: the server (client's TLS ↔ target)
 //! and `jitgate connect` (server's TLS ↔ the local application).
 
-use polling::{Event, Events, Poller};
+use polling::{Event, Events, PollMode, Poller};
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::sync::{Arc, Mutex};
@@ -15,6 +15,8 @@ use std::time::Instant;
 const CHUNK: usize = 64 * 1024;
 /// Backlog toward one side before we stop reading from the other.
 const MAX_BACKLOG: usize = 512 * 1024;
+/// TLS records read per wake-up at most (fairness between the two directions).
+const TLS_READS_PER_WAKE: usize = 8;
 const TUNNEL: usize = 0;
 const PLAIN: usize = 1;
 
@@ -129,11 +131,13 @@ pub fn run(
         tap,
         scratch: vec![0u8; CHUNK],
     };
-    r.out.reason = match r.run(early, deadline, cut) {
+    let result = r.run(early, deadline, cut);
+    let failed = result.is_err();
+    r.out.reason = match result {
         Ok(reason) => reason,
         Err(e) => format!("error: {e}"),
     };
-    r.close();
+    r.close(failed);
     r.tap.flush(true);
     r.out
 }
@@ -144,12 +148,19 @@ impl Relay<'_> {
             s.set_nonblocking(true)?;
             let _ = s.set_nodelay(true);
         }
+        // rustls holds what we hand it until the socket takes it; our own backlog rule
+        // (read the plain side only when the tunnel has nothing pending) bounds it, so
+        // its 64 KiB default cap must not turn a full buffer into a short write.
+        if let Tunnel::Tls(c, _) = &mut self.tunnel {
+            c.set_buffer_limit(None);
+        }
         let poller = Arc::new(Poller::new()?);
+        // Level-triggered: interest is changed only when it changes, not every pass.
         // SAFETY: both sockets outlive their registration: they are deleted from the
         // poller below, before this function returns and before they are dropped.
         unsafe {
-            poller.add(self.tunnel.sock(), Event::none(TUNNEL))?;
-            poller.add(&self.plain, Event::none(PLAIN))?;
+            poller.add_with_mode(self.tunnel.sock(), Event::none(TUNNEL), PollMode::Level)?;
+            poller.add_with_mode(&self.plain, Event::none(PLAIN), PollMode::Level)?;
         }
         cut.attach(poller.clone());
         let result = self.pump(&poller, early, deadline, cut);
@@ -159,9 +170,10 @@ impl Relay<'_> {
     }
 
     fn pump(&mut self, poller: &Poller, early: Vec<u8>, deadline: Option<Instant>, cut: &Cut) -> io::Result<String> {
-        self.accept_from_tunnel(&early);
+        self.accept_from_tunnel(&early)?;
         self.drain_tls_plaintext()?;
         let mut events = Events::new();
+        let mut armed = [(false, false); 2];
         loop {
             if let Some(reason) = cut.reason() {
                 return Ok(reason);
@@ -175,8 +187,25 @@ impl Relay<'_> {
             if self.finished() {
                 return Ok(if self.tunnel_eof { "client closed" } else { "target closed" }.into());
             }
-            poller.modify(self.tunnel.sock(), Event::new(TUNNEL, self.want_tunnel_read(), self.want_tunnel_write()))?;
-            poller.modify(&self.plain, Event::new(PLAIN, self.want_plain_read(), !self.to_plain.is_empty()))?;
+            let want = [
+                (self.want_tunnel_read(), self.want_tunnel_write()),
+                (self.want_plain_read(), !self.to_plain.is_empty()),
+            ];
+            if want[TUNNEL] != armed[TUNNEL] {
+                poller.modify_with_mode(
+                    self.tunnel.sock(),
+                    Event::new(TUNNEL, want[TUNNEL].0, want[TUNNEL].1),
+                    PollMode::Level,
+                )?;
+            }
+            if want[PLAIN] != armed[PLAIN] {
+                poller.modify_with_mode(
+                    &self.plain,
+                    Event::new(PLAIN, want[PLAIN].0, want[PLAIN].1),
+                    PollMode::Level,
+                )?;
+            }
+            armed = want;
             events.clear();
             let until_deadline = deadline.map(|d| d.saturating_duration_since(Instant::now()));
             let timeout = match (until_deadline, self.tap.flush_due_in()) {
@@ -184,10 +213,12 @@ impl Relay<'_> {
                 (a, b) => a.or(b),
             };
             poller.wait(&mut events, timeout)?;
+            // A hung-up socket reports readable whatever we asked for: read only what
+            // we want, so a full backlog is never overrun.
             for ev in events.iter() {
                 match (ev.key, ev.readable) {
-                    (TUNNEL, true) => self.read_tunnel()?,
-                    (PLAIN, true) => self.read_plain()?,
+                    (TUNNEL, true) if self.want_tunnel_read() => self.read_tunnel()?,
+                    (PLAIN, true) if self.want_plain_read() => self.read_plain()?,
                     _ => {}
                 }
             }
@@ -216,25 +247,29 @@ impl Relay<'_> {
     }
 
     /// Hands tunnel plaintext to the tap, which decides what goes on.
-    fn accept_from_tunnel(&mut self, bytes: &[u8]) {
+    fn accept_from_tunnel(&mut self, bytes: &[u8]) -> io::Result<()> {
         if bytes.is_empty() {
-            return;
+            return Ok(());
         }
         let mut forward = Vec::with_capacity(bytes.len());
         let mut reply = Vec::new();
         self.tap.tunnel_to_plain(bytes, &mut forward, &mut reply);
         self.to_plain.extend_from_slice(&forward);
         if !reply.is_empty() {
-            self.send_to_tunnel(&reply);
+            self.send_to_tunnel(&reply)?;
         }
+        Ok(())
     }
 
-    fn send_to_tunnel(&mut self, bytes: &[u8]) {
+    /// Queues plaintext for the tunnel side. With rustls' buffer limit lifted this
+    /// cannot fall short; if it ever did, the stream fails rather than lose bytes.
+    fn send_to_tunnel(&mut self, bytes: &[u8]) -> io::Result<()> {
         match &mut self.tunnel {
-            Tunnel::Tls(c, _) => {
-                let _ = c.writer().write_all(bytes);
+            Tunnel::Tls(c, _) => c.writer().write_all(bytes),
+            Tunnel::Plain(_) => {
+                self.to_tunnel.extend_from_slice(bytes);
+                Ok(())
             }
-            Tunnel::Plain(_) => self.to_tunnel.extend_from_slice(bytes),
         }
     }
 
@@ -248,10 +283,7 @@ impl Relay<'_> {
                         self.tunnel_eof = true;
                         Ok(())
                     }
-                    Ok(n) => {
-                        self.accept_from_tunnel(&buf[..n]);
-                        Ok(())
-                    }
+                    Ok(n) => self.accept_from_tunnel(&buf[..n]),
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(()),
                     Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {
                         self.tunnel_eof = true;
@@ -262,17 +294,26 @@ impl Relay<'_> {
                 self.scratch = buf;
                 result
             }
-            Tunnel::Tls(c, s) => {
-                match c.read_tls(s) {
-                    Ok(0) => self.tunnel_eof = true,
-                    Ok(_) => {
-                        c.process_new_packets().map_err(io::Error::other)?;
+            Tunnel::Tls(..) => {
+                // Several records per wake-up: one epoll round per 16 KiB record costs
+                // more than the record.
+                for _ in 0..TLS_READS_PER_WAKE {
+                    let Tunnel::Tls(c, s) = &mut self.tunnel else { break };
+                    match c.read_tls(s) {
+                        Ok(0) => self.tunnel_eof = true,
+                        Ok(_) => {
+                            c.process_new_packets().map_err(io::Error::other)?;
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                        Err(e) if e.kind() == io::ErrorKind::ConnectionReset => self.tunnel_eof = true,
+                        Err(e) => return Err(e),
                     }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                    Err(e) if e.kind() == io::ErrorKind::ConnectionReset => self.tunnel_eof = true,
-                    Err(e) => return Err(e),
+                    self.drain_tls_plaintext()?;
+                    if self.tunnel_eof || !self.want_tunnel_read() {
+                        break;
+                    }
                 }
-                self.drain_tls_plaintext()
+                Ok(())
             }
         }
     }
@@ -303,7 +344,7 @@ impl Relay<'_> {
                 },
                 Tunnel::Plain(_) => return Ok(()),
             };
-            self.accept_from_tunnel(&buf[..n]);
+            self.accept_from_tunnel(&buf[..n])?;
         }
     }
 
@@ -316,8 +357,7 @@ impl Relay<'_> {
             }
             Ok(n) => {
                 self.out.plain_to_tunnel += n as u64;
-                self.send_to_tunnel(&buf[..n]);
-                Ok(())
+                self.send_to_tunnel(&buf[..n])
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {
@@ -389,10 +429,11 @@ impl Relay<'_> {
         Ok(())
     }
 
-    /// Ends both sides: a TLS close_notify where possible, then the sockets.
-    fn close(&mut self) {
+    /// Ends both sides: a TLS close_notify where possible, then the sockets. A
+    /// failed stream gets no close_notify: the peer must not take it for a clean end.
+    fn close(&mut self, failed: bool) {
         if let Tunnel::Tls(c, s) = &mut self.tunnel {
-            if !self.tunnel_write_shut {
+            if !self.tunnel_write_shut && !failed {
                 c.send_close_notify();
             }
             let _ = s.set_nonblocking(false);

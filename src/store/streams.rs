@@ -71,14 +71,12 @@ pub fn close(tx: &Transaction<'_>, seq: i64, reason: &str, bytes_up: u64, bytes_
     Ok(())
 }
 
-/// Stores a batch of captured statements, within the per-stream bound.
+/// Stores a batch of captured statements (the tap keeps within the per-stream bound).
 pub fn record_queries(tx: &Transaction<'_>, seq: i64, batch: &[(i64, &'static str, String, bool)]) -> Result<()> {
-    let stored: i64 = tx.query_row("SELECT count(*) FROM stream_queries WHERE stream_seq = ?1", [seq], |r| r.get(0))?;
-    let room = (MAX_QUERIES_PER_STREAM - stored).max(0) as usize;
     let mut stmt = tx.prepare_cached(
         "INSERT INTO stream_queries (stream_seq, at, kind, sql, truncated) VALUES (?1, ?2, ?3, ?4, ?5)",
     )?;
-    for (at, kind, sql, truncated) in batch.iter().take(room) {
+    for (at, kind, sql, truncated) in batch {
         stmt.execute(params![seq, at, kind, sql, truncated])?;
     }
     Ok(())

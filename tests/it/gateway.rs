@@ -326,3 +326,28 @@ fn psql_through_connect_is_recorded_and_cut_by_revoke() {
     assert!(queries.iter().any(|q| q == "select pg_sleep(60)"), "{queries:?}");
     assert_eq!(c.exit_code(), 5);
 }
+
+#[test]
+fn bulk_both_ways_arrives_whole_and_in_order() {
+    let s = Server::start();
+    s.connection("echo", &[], json!({"kind": "tcp", "target": echo_server()}));
+    s.user("alice", &[]);
+    let mut c = Connect::start(&s, &mint(&s, "alice"), &["echo", "--duration", "1h", "--port", "0"]);
+    let port = c.port();
+    // A pattern that a lost or reordered chunk cannot imitate.
+    let data: Vec<u8> = (0..32u32 << 20).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let writer = {
+        let mut w = stream.try_clone().unwrap();
+        let data = data.clone();
+        std::thread::spawn(move || {
+            w.write_all(&data).unwrap();
+            w.shutdown(std::net::Shutdown::Write).unwrap();
+        })
+    };
+    let mut back = Vec::with_capacity(data.len());
+    stream.read_to_end(&mut back).unwrap();
+    writer.join().unwrap();
+    assert_eq!(back.len(), data.len(), "bytes were lost");
+    assert!(back == data, "bytes came back changed");
+}
