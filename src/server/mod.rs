@@ -115,7 +115,7 @@ fn default_url(cfg: &ServeConfig, bound: std::net::SocketAddr) -> String {
 
 fn load_tls(cfg: &ServeConfig) -> Result<Option<Arc<rustls::ServerConfig>>> {
     if cfg.plain_http {
-        crate::warn!("TLS is off (--plain-http): tokens cross {} in the clear", cfg.listen);
+        crate::warn!("TLS is off (--plain-http): tokens cross the network in the clear");
         return Ok(None);
     }
     let source = match (&cfg.tls_cert, &cfg.tls_key) {

@@ -1,5 +1,5 @@
 // Not a test: screenshots of every page, light and dark, desktop and phone, for a
-// person to look at (node tour.mjs; files in artifacts/tour/).
+// person to look at (`npm run tour`; files in artifacts/tour/).
 import { startServer, launchBrowser, openPage, login, ARTIFACTS } from './harness.js';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
