@@ -809,20 +809,26 @@ fn run() -> Res<()> {
             cpu_bench += cpu_of(me) - bench_before;
             if got != bytes {
                 short.push(format!("through: {got} of {bytes} bytes ({} lost)", bytes - got));
-            } else {
-                tun.push(d);
             }
+            tun.push((d, got));
         }
         let best = |v: &[Duration]| v.iter().min().copied().unwrap_or_default();
-        let (d, t) = (mibs(bytes, best(&direct)), if tun.is_empty() { 0.0 } else { mibs(bytes, best(&tun)) });
+        // A truncated transfer counts at the rate of what it delivered (marked *).
+        let d = mibs(bytes, best(&direct));
+        let t = tun.iter().map(|(x, got)| mibs(*got, *x)).fold(0.0, f64::max);
         let list = |v: &[Duration]| v.iter().map(|x| format!("{:.0}", mibs(bytes, *x))).collect::<Vec<_>>().join(", ");
+        let tlist = tun
+            .iter()
+            .map(|(x, got)| format!("{:.0}{}", mibs(*got, *x), if *got == bytes { "" } else { "*" }))
+            .collect::<Vec<_>>()
+            .join(", ");
         let gib_moved = (bytes * dirs * 2) as f64 / (1u64 << 30) as f64;
         table.add(
             format!("bulk {name}"),
             format!(
                 "direct {d:.0} MiB/s [{}], through {t:.0} MiB/s [{}]{} -> ratio {:.2}x",
                 list(&direct),
-                list(&tun),
+                tlist,
                 if dirs == 2 { " each way" } else { "" },
                 t / d,
             ),
@@ -837,7 +843,7 @@ fn run() -> Res<()> {
             ),
         );
         if !short.is_empty() {
-            table.add(format!("  DATA LOST ({name})"), short.join("; "));
+            table.add(format!("  DATA LOST ({name}, * above)"), short.join("; "));
             truncated_runs.push(format!("{name}: {}", short.join("; ")));
         }
         bulk_ratios.push((name, t / d));
@@ -1050,14 +1056,12 @@ fn run() -> Res<()> {
         ),
     );
     let mut stamps: Vec<Instant> = closed.iter().flatten().map(|(at, _)| *at).collect();
+    stamps.sort_unstable();
     stamps.dedup();
     let before_exit = exit.map_or(0, |(x, _)| closed.iter().flatten().filter(|(at, _)| *at < x).count());
     table.add(
         "  how the EOFs were seen",
-        format!(
-            "in {} wake-ups of the watcher; {before_exit} before the connect process had exited",
-            stamps.len()
-        ),
+        format!("in {} wake-ups of the watcher; {before_exit} before the connect process had exited", stamps.len()),
     );
     match exit {
         Some((at, status)) => table.add(
@@ -1129,7 +1133,11 @@ fn run() -> Res<()> {
     if truncated_runs.is_empty() {
         println!("    every bulk transfer delivered every byte");
     } else {
-        println!("    DATA LOST in {} bulk transfer(s), ended as a clean EOF: {}", truncated_runs.len(), truncated_runs.join(" | "));
+        println!(
+            "    DATA LOST in {} bulk transfer(s), ended as a clean EOF: {}",
+            truncated_runs.len(),
+            truncated_runs.join(" | ")
+        );
     }
     println!(
         "    cut-off p99 < 100 ms with {n} streams: {} (p99 {}, max {}, {missing} not closed)",

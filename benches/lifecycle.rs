@@ -726,7 +726,7 @@ fn main() -> Res<()> {
         table.add(
             "storage",
             &format!("raw FULL commits/s, {label}"),
-            format!("{:.0}  (commit {})", raw.commits_per_s, raw.lat.summary()),
+            format!("{:.0}  (commit {}; load average {})", raw.commits_per_s, raw.lat.summary(), loadavg()),
         );
         Ok(raw)
     };
