@@ -23,7 +23,7 @@
 
 use jitgate::domain::policy::Connection;
 use jitgate::store::users::{NewUser, User};
-use jitgate::store::{connections, requests, tokens, users, Store};
+use jitgate::store::{connections, outbox, requests, tokens, users, Store};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::error::Error;
@@ -665,10 +665,64 @@ fn populate_history(dir: &Path, n: usize) -> Res<Duration> {
         if closed != n {
             return Err(jitgate::Error::Internal(format!("history: closed {closed} of {n}")));
         }
+        mark_dispatched(tx, now)?;
         Ok(())
     })?;
     store.close()?;
     Ok(t.elapsed())
+}
+
+/// Hands out every queued notification event as the outbox worker does when no hook
+/// or channel is configured, so a populated database has no backlog: in a server that
+/// lived through that history they were handed out as they came.
+fn mark_dispatched(tx: &rusqlite::Transaction<'_>, now: i64) -> jitgate::Result<usize> {
+    let mut n = 0;
+    loop {
+        let events = outbox::undispatched(tx, 10_000)?;
+        if events.is_empty() {
+            return Ok(n);
+        }
+        for e in &events {
+            outbox::dispatch(tx, e.seq, &[], now)?;
+        }
+        n += events.len();
+    }
+}
+
+/// (handed out, waiting) notification events, read beside the running server.
+fn outbox_counts(db: &Path) -> Option<(i64, i64)> {
+    let c = rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).ok()?;
+    c.query_row("SELECT coalesce(sum(dispatched = 1), 0), coalesce(sum(dispatched = 0), 0) FROM outbox", [], |r| {
+        Ok((r.get(0)?, r.get(1)?))
+    })
+    .ok()
+}
+
+/// Waits (at most 10 s) until the outbox worker has handed out every event.
+struct Settled {
+    handed_out: i64,
+    /// Still queued when the wait gave up (0: drained).
+    stuck: i64,
+    took: Duration,
+}
+
+fn outbox_settled(db: &Path) -> Option<Settled> {
+    let t = Instant::now();
+    loop {
+        let (handed_out, waiting) = outbox_counts(db)?;
+        if waiting == 0 || t.elapsed() > Duration::from_secs(10) {
+            return Some(Settled { handed_out, stuck: waiting, took: t.elapsed() });
+        }
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn drained(s: &Settled) -> String {
+    if s.stuck == 0 {
+        format!("drained {:.0} ms later", s.took.as_secs_f64() * 1e3)
+    } else {
+        format!("{} STILL QUEUED {:.0} s later, the server idle", s.stuck, s.took.as_secs_f64())
+    }
 }
 
 /// One write transaction: `n` APPROVED grants with the same `now`, so all expire at
@@ -689,6 +743,7 @@ fn populate_grants(dir: &Path, n: usize, secs: u64) -> Res<(Vec<String>, i64)> {
             }
             ids.push(view.request.id);
         }
+        mark_dispatched(tx, now)?;
         Ok(ids)
     })?;
     store.close()?;
@@ -762,12 +817,35 @@ fn main() -> Res<()> {
 
     let short = secs.min(4.0);
     let many = format!("{threads} clients");
+    // The outbox worker hands out every request event in a write transaction of its
+    // own: count those commits per lifecycle too (settled after each phase).
+    let db = dir.join(jitgate::datadir::DB_FILE);
+    let outbox_per_loop = |table: &mut Table, label: &str, before: Option<i64>, loops: u64| {
+        let backlog = outbox_counts(&db).map(|(_, w)| w).unwrap_or(0);
+        let Some(after) = outbox_settled(&db) else { return (None, 0.0) };
+        let Some(before) = before else { return (Some(after.handed_out), 0.0) };
+        // Events are counted once handed out; a stuck backlog counts as not yet committed.
+        let n = after.handed_out - before + after.stuck;
+        let per = n as f64 / loops.max(1) as f64;
+        table.add(
+            "load",
+            &format!("{label}: outbox commits per lifecycle"),
+            format!(
+                "{per:.2}  ({n} events, one transaction each; {backlog} queued when the phase ended, {})",
+                drained(&after)
+            ),
+        );
+        (Some(after.handed_out + after.stuck), per)
+    };
+    let ob0 = outbox_settled(&db).map(|s| s.handed_out + s.stuck);
     let raw0 = raw_sample(&mut table, "before lifecycles, 1 client")?;
     let (lc1, t1) =
         phase(&mut table, &server, "lifecycles, 1 client", "lifecycles", &mut workers[..1], short, lifecycle);
+    let (ob1, per1) = outbox_per_loop(&mut table, "lifecycles, 1 client", ob0, t1.done);
     let raw1 = raw_sample(&mut table, "between the lifecycle phases")?;
-    let (lcn, _) =
+    let (lcn, tn) =
         phase(&mut table, &server, &format!("lifecycles, {many}"), "lifecycles", &mut workers, secs, lifecycle);
+    let (_, pern) = outbox_per_loop(&mut table, &format!("lifecycles, {many}"), ob1, tn.done);
     let raw2 = raw_sample(&mut table, &format!("after lifecycles, {many}"))?;
     let lc1_p50 = t1.total.pct(50.0);
     phase(&mut table, &server, "reads, 1 client", "reads", &mut workers[..1], short, read_one);
@@ -794,7 +872,9 @@ fn main() -> Res<()> {
 
     // Each lifecycle loop commits 3 times: create, approve, end (the read does not write).
     let beside = |a: &Raw, b: &Raw| (a.commits_per_s + b.commits_per_s) / 2.0;
-    for (label, rate, raw) in [("1 client", lc1, beside(&raw0, &raw1)), (many.as_str(), lcn, beside(&raw1, &raw2))] {
+    for (label, rate, raw, per) in
+        [("1 client", lc1, beside(&raw0, &raw1), per1), (many.as_str(), lcn, beside(&raw1, &raw2), pern)]
+    {
         table.add(
             "ratios",
             &format!("lifecycles/s ÷ raw commits/s, {label}"),
@@ -804,6 +884,11 @@ fn main() -> Res<()> {
             "ratios",
             &format!("API write commits/s ÷ raw, {label}"),
             format!("{:.3}  (3 commits per loop: create, approve, end)", 3.0 * rate / raw),
+        );
+        table.add(
+            "ratios",
+            &format!("all server write commits/s ÷ raw, {label}"),
+            format!("{:.3}  ({:.2} commits per loop: the API's 3 + the outbox's)", (3.0 + per) * rate / raw, 3.0 + per),
         );
     }
     let raw_p50 = (raw0.lat.pct(50.0) + raw1.lat.pct(50.0)) / 2.0;
@@ -925,6 +1010,9 @@ fn main() -> Res<()> {
     if last_sent >= due {
         println!("  WARNING: an observer sent its wait {} ms after the due time", last_sent - due);
     }
+    // The 1,000 `request.executed` events then go through the outbox, one commit each.
+    let hist_db = hist.join(jitgate::datadir::DB_FILE);
+    let after_expiry = outbox_settled(&hist_db).map(|s| (wall_ms() - due, s));
     let admin = server.client(ADMIN_TOKEN);
     let m = admin.text("/metrics")?;
     let count = metric(&m, "jitgate_expiry_lag_seconds_count").unwrap_or(0.0);
@@ -955,9 +1043,32 @@ fn main() -> Res<()> {
     table.add("expiry", &format!("observed lag, {} long polls (answer − due)", seen.0.len()), seen.summary());
     table.add("expiry", "/metrics histogram", format!("count {count:.0}; {}", buckets.join(" ")));
     table.add("expiry", "observers parked before due by", format!("{} ms", due - last_sent));
+    if let Some((ms, s)) = after_expiry {
+        table.add(
+            "expiry",
+            "outbox after the expiry (1 event per grant)",
+            format!("checked until due + {ms} ms: {}", drained(&s)),
+        );
+    }
     drop(admin);
     server.stop()?;
     drop(server);
+
+    // The expiry transaction alone, through the library on a small database of its
+    // own: what the timer's one transaction costs before anyone can be told.
+    let lib = root.path().join("expiry-lib");
+    populate_history(&lib, 0)?;
+    let (_, due_lib) = populate_grants(&lib, n_grants, 1)?;
+    let store = Store::open(&jitgate::datadir::database(&lib)?)?;
+    let t = Instant::now();
+    let closed = store.write(|tx| requests::expire_due(tx, due_lib))?.len();
+    let took = t.elapsed();
+    store.close()?;
+    table.add(
+        "expiry",
+        &format!("library: expire_due of {closed} grants, one transaction"),
+        format!("{:.1} ms (with its commit)", took.as_secs_f64() * 1e3),
+    );
 
     table.add("run", "whole bench", format!("{:.0} s", began.elapsed().as_secs_f64()));
     table.add("run", "load average (1 min) at start → end", format!("{load_start} → {}", loadavg()));

@@ -73,7 +73,7 @@ impl FileConfig {
     pub fn read(path: &Path) -> Result<FileConfig> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| Error::Startup(format!("cannot read config {}: {e}", path.display())))?;
-        toml::from_str(&text).map_err(|e| {
+        let mut cfg: FileConfig = toml::from_str(&text).map_err(|e| {
             // The line, so that a misspelt key is found at once in a long file.
             let at = match e.span() {
                 Some(span) => {
@@ -83,13 +83,17 @@ impl FileConfig {
                 None => String::new(),
             };
             Error::Startup(format!("config {}{at}: {}", path.display(), e.message()))
-        })
+        })?;
+        cfg.notify.load_secret_files()?;
+        Ok(cfg)
     }
 }
 
 /// The resolved configuration `serve` runs with.
 #[derive(Clone, Debug)]
 pub struct ServeConfig {
+    /// `--config FILE`: re-read on SIGHUP for hooks and notifications.
+    pub config_file: Option<PathBuf>,
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
     /// `None`: derived from the address actually bound.

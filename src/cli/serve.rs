@@ -1,9 +1,11 @@
-//! `jitgate serve`: flags over the config file over the defaults.
+//! `jitgate serve`: flags over `JITGATE_*` environment variables over the config file
+//! over the defaults.
 
 use crate::config::{
     setting_duration, BackupFile, FileConfig, PeriodicBackup, ServeConfig, DEFAULT_DATA_DIR, DEFAULT_LISTEN,
 };
 use crate::error::{Error, Result};
+use clap::builder::BoolishValueParser;
 use clap::Args;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -14,63 +16,67 @@ use std::time::Duration;
     after_help = "Examples:\n  jitgate serve\n  jitgate serve --listen 0.0.0.0:8443 --public-url https://jitgate.example.com:8443\n  jitgate serve --tls-cert /etc/jitgate/cert.pem --tls-key /etc/jitgate/key.pem\n  jitgate serve --plain-http --listen 127.0.0.1:8080 --behind-proxy"
 )]
 pub struct ServeArgs {
-    /// TOML configuration file (unknown keys are refused).
+    /// TOML configuration file (unknown keys are refused; hooks and [notify] are
+    /// re-read on SIGHUP). Every other flag also reads a JITGATE_* variable.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
     /// Address to listen on [default: 127.0.0.1:8443].
-    #[arg(long, value_name = "ADDR")]
+    #[arg(long, env = "JITGATE_LISTEN", value_name = "ADDR")]
     listen: Option<SocketAddr>,
     /// Where the database, TLS key and first-start credentials live [default: ./jitgate-data].
     #[arg(long, env = "JITGATE_DATA_DIR", value_name = "DIR")]
     data_dir: Option<PathBuf>,
     /// The URL people reach this server at, used in links to requests.
-    #[arg(long, value_name = "URL")]
+    #[arg(long, env = "JITGATE_PUBLIC_URL", value_name = "URL")]
     public_url: Option<String>,
     /// Serve plain HTTP (only on a loopback address unless --behind-proxy).
-    #[arg(long)]
-    plain_http: bool,
+    #[arg(long, env = "JITGATE_PLAIN_HTTP", value_name = "BOOL", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", value_parser = BoolishValueParser::new())]
+    plain_http: Option<bool>,
     /// A TLS-terminating proxy sits in front: allows --plain-http on any address.
-    #[arg(long)]
-    behind_proxy: bool,
+    #[arg(long, env = "JITGATE_BEHIND_PROXY", value_name = "BOOL", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", value_parser = BoolishValueParser::new())]
+    behind_proxy: Option<bool>,
     /// PEM certificate chain to serve instead of the self-signed one.
-    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    #[arg(long, env = "JITGATE_TLS_CERT", value_name = "FILE", requires = "tls_key")]
     tls_cert: Option<PathBuf>,
     /// PEM private key of --tls-cert (must not be readable by others).
-    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    #[arg(long, env = "JITGATE_TLS_KEY", value_name = "FILE", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
     /// HTTP worker threads [default: 8].
-    #[arg(long, value_name = "N")]
+    #[arg(long, env = "JITGATE_WORKERS", value_name = "N")]
     workers: Option<usize>,
     /// Live client connections at most [default: 1024].
-    #[arg(long, value_name = "N")]
+    #[arg(long, env = "JITGATE_MAX_CONNECTIONS", value_name = "N")]
     max_connections: Option<usize>,
     /// Live connections per client address at most [default: 128].
-    #[arg(long, value_name = "N")]
+    #[arg(long, env = "JITGATE_MAX_CONNECTIONS_PER_IP", value_name = "N")]
     max_connections_per_ip: Option<usize>,
     /// Deadline for a TLS handshake [default: 10s].
-    #[arg(long, value_name = "DURATION")]
+    #[arg(long, env = "JITGATE_HANDSHAKE_TIMEOUT", value_name = "DURATION")]
     handshake_timeout: Option<String>,
     /// Deadline for reading a request head [default: 10s].
-    #[arg(long, value_name = "DURATION")]
+    #[arg(long, env = "JITGATE_HEAD_TIMEOUT", value_name = "DURATION")]
     head_timeout: Option<String>,
     /// Deadline for reading a request body [default: 30s].
-    #[arg(long, value_name = "DURATION")]
+    #[arg(long, env = "JITGATE_BODY_TIMEOUT", value_name = "DURATION")]
     body_timeout: Option<String>,
     /// How long an idle keep-alive connection is kept [default: 30s].
-    #[arg(long, value_name = "DURATION")]
+    #[arg(long, env = "JITGATE_IDLE_TIMEOUT", value_name = "DURATION")]
     idle_timeout: Option<String>,
     /// Long polls parked at once at most [default: 256].
-    #[arg(long, value_name = "N")]
+    #[arg(long, env = "JITGATE_MAX_WAITERS", value_name = "N")]
     max_waiters: Option<usize>,
     /// Login attempts per minute per client address [default: 10].
-    #[arg(long, value_name = "N")]
+    #[arg(long, env = "JITGATE_LOGIN_ATTEMPTS_PER_MINUTE", value_name = "N")]
     login_attempts_per_minute: Option<u32>,
     /// Log level: info or debug [default: info].
-    #[arg(long, value_name = "LEVEL")]
+    #[arg(long, env = "JITGATE_LOG_LEVEL", value_name = "LEVEL")]
     log_level: Option<String>,
     /// Run even as root (refused by default: run as a dedicated user).
-    #[arg(long)]
-    allow_root: bool,
+    #[arg(long, env = "JITGATE_ALLOW_ROOT", value_name = "BOOL", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", value_parser = BoolishValueParser::new())]
+    allow_root: Option<bool>,
 }
 
 pub fn run(args: ServeArgs) -> Result<i32> {
@@ -105,18 +111,19 @@ fn resolve(a: ServeArgs) -> Result<ServeConfig> {
         Some(l) => l,
         None => DEFAULT_LISTEN.parse().map_err(|_| Error::Internal("default listen address".into()))?,
     };
-    let plain_http = a.plain_http || file.plain_http.unwrap_or(false);
+    let plain_http = a.plain_http.or(file.plain_http).unwrap_or(false);
     let hooks = file.hooks.clone();
     let notify = file.notify.clone();
     let (limits, login) = (file.limits, file.login);
     let data_dir = a.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
     Ok(ServeConfig {
+        config_file: a.config,
         listen,
         backup: periodic_backup(file.backup, &data_dir)?,
         data_dir,
         public_url: a.public_url.or(file.public_url),
         plain_http,
-        behind_proxy: a.behind_proxy || file.behind_proxy.unwrap_or(false),
+        behind_proxy: a.behind_proxy.or(file.behind_proxy).unwrap_or(false),
         tls_cert: a.tls_cert.or(file.tls_cert),
         tls_key: a.tls_key.or(file.tls_key),
         workers: a.workers.or(file.workers).unwrap_or(8),
@@ -129,16 +136,21 @@ fn resolve(a: ServeArgs) -> Result<ServeConfig> {
         max_waiters: a.max_waiters.or(limits.max_waiters).unwrap_or(256),
         login_attempts_per_minute: a.login_attempts_per_minute.or(login.attempts_per_minute).unwrap_or(10),
         session_lifetime: pick_duration("session_lifetime", None, login.session_lifetime, 12 * 3600)?,
-        allow_root: a.allow_root || file.allow_root.unwrap_or(false),
+        allow_root: a.allow_root.or(file.allow_root).unwrap_or(false),
         hooks,
         notify,
     })
 }
 
-/// The configuration `serve --config FILE` would run with (for `config check`).
+/// The configuration `serve --config FILE` would run with (for `config check`),
+/// `JITGATE_*` environment variables included.
 pub(super) fn effective(config: PathBuf) -> Result<ServeConfig> {
-    let data_dir = std::env::var_os("JITGATE_DATA_DIR").map(PathBuf::from);
-    let cfg = resolve(ServeArgs { config: Some(config), data_dir, ..ServeArgs::default() })?;
+    use clap::FromArgMatches;
+    let bad_env = |e: clap::Error| Error::Startup(format!("environment: {}", e.to_string().trim()));
+    let matches =
+        ServeArgs::augment_args(clap::Command::new("serve")).try_get_matches_from(["serve"]).map_err(bad_env)?;
+    let args = ServeArgs::from_arg_matches(&matches).map_err(bad_env)?;
+    let cfg = resolve(ServeArgs { config: Some(config), ..args })?;
     cfg.validate()?;
     Ok(cfg)
 }

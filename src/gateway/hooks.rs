@@ -107,7 +107,15 @@ pub fn environment(event: &str, v: &RequestView, target: Option<&str>) -> Vec<(S
 
 /// Runs `command` with `env`, killing its whole process group at `timeout`.
 pub fn run(command: &str, env: &[(String, String)], timeout: Duration) -> Result<Ran> {
-    let mut child = Command::new("/bin/sh")
+    let mut cmd = Command::new("/bin/sh");
+    // The server's own JITGATE_* settings (an admin token at first start, say) are
+    // not the hook's business: only the request's JITGATE_* variables reach it.
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("JITGATE_") {
+            cmd.env_remove(key);
+        }
+    }
+    let mut child = cmd
         .arg("-c")
         .arg(command)
         .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
@@ -117,16 +125,18 @@ pub fn run(command: &str, env: &[(String, String)], timeout: Duration) -> Result
         .process_group(0)
         .spawn()?;
     let pid = child.id();
-    let mut readers = Vec::new();
-    for pipe in [
+    let (out_tx, out_rx) = channel();
+    let pipes = [
         child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>),
         child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>),
-    ]
-    .into_iter()
-    .flatten()
-    {
-        readers.push(std::thread::spawn(move || read_bounded(pipe)));
+    ];
+    for pipe in pipes.into_iter().flatten() {
+        let tx = out_tx.clone();
+        std::thread::spawn(move || {
+            let _ = tx.send(read_bounded(pipe));
+        });
     }
+    drop(out_tx);
     let (tx, rx) = channel();
     std::thread::spawn(move || {
         let _ = tx.send(child.wait());
@@ -134,19 +144,24 @@ pub fn run(command: &str, env: &[(String, String)], timeout: Duration) -> Result
     let (status, timed_out) = match rx.recv_timeout(timeout) {
         Ok(status) => (status.ok(), false),
         Err(_) => {
-            // The whole group, so a hook's children do not outlive it.
-            let _ = Command::new("kill").args(["-s", "KILL", "--", &format!("-{pid}")]).status();
+            kill_group(pid);
             (rx.recv_timeout(Duration::from_secs(5)).ok().and_then(|s| s.ok()), true)
         }
     };
+    // Whatever the shell left running in its group goes with it: a hook must not
+    // hold the outbox (or a pipe) after it is done.
+    kill_group(pid);
     let mut output = String::new();
-    for r in readers {
-        if let Ok(part) = r.join() {
-            output.push_str(&part);
-        }
+    let grace = std::time::Instant::now() + Duration::from_secs(2);
+    while let Ok(part) = out_rx.recv_timeout(grace.saturating_duration_since(std::time::Instant::now())) {
+        output.push_str(&part);
     }
     output.truncate(floor_char_boundary(&output, MAX_OUTPUT));
     Ok(Ran { exit_code: status.and_then(|s| s.code()), timed_out, output })
+}
+
+fn kill_group(pid: u32) {
+    let _ = Command::new("kill").args(["-s", "KILL", "--", &format!("-{pid}")]).stderr(Stdio::null()).status();
 }
 
 /// Reads a pipe to its end, keeping the first `MAX_OUTPUT` bytes.
@@ -189,6 +204,14 @@ mod tests {
         let ran = run("sleep 30 & sleep 30", &[], Duration::from_millis(300)).unwrap();
         assert!(ran.timed_out && !ran.ok());
         assert!(t.elapsed() < Duration::from_secs(10));
+    }
+
+    #[test]
+    fn a_background_process_left_behind_does_not_hold_the_worker() {
+        let t = std::time::Instant::now();
+        let ran = run("sleep 60 & echo started", &[], Duration::from_secs(30)).unwrap();
+        assert!(ran.ok() && ran.output.contains("started"));
+        assert!(t.elapsed() < Duration::from_secs(10), "took {:?}", t.elapsed());
     }
 
     #[test]

@@ -27,6 +27,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Live streams one grant may hold: streams count against the listener's connection
+/// caps, so one user must not be able to take every slot of their address.
+pub const MAX_STREAMS_PER_GRANT: usize = 32;
 pub const SESSION_HEADER: &str = "X-Jitgate-Session";
 
 #[derive(Default)]
@@ -135,6 +138,11 @@ impl Gateway {
                 ))
             }
         };
+        let open_now = self.live.lock().map(|l| l.get(&request_id).map_or(0, Vec::len)).unwrap_or(0);
+        if open_now >= MAX_STREAMS_PER_GRANT {
+            let message = format!("{request_id} already has {MAX_STREAMS_PER_GRANT} live streams: close some first");
+            return Err(Error::conflict("too_many_streams", message));
+        }
         let session = header(head, SESSION_HEADER).ok_or_else(|| {
             Error::bad("no_session", format!("send {SESSION_HEADER}: the id from POST /api/v1/sessions"))
         })?;

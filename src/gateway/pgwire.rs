@@ -86,6 +86,24 @@ impl<F: FnMut(Vec<Captured>)> PgTap<F> {
             let kind = self.buf[0];
             let len = u32::from_be_bytes([self.buf[1], self.buf[2], self.buf[3], self.buf[4]]) as usize;
             let total = len + 1;
+            if len >= 4 && total > MAX_PARSED_MESSAGE && matches!(kind, b'Q' | b'P') {
+                // A statement too big to hold is still recorded: its head, marked
+                // truncated (padding a query must not hide it from the audit).
+                let head = (5 + MAX_SQL_BYTES + 256).min(total);
+                if self.buf.len() < head {
+                    return;
+                }
+                let body: Vec<u8> = self.buf[5..head].to_vec();
+                let sql = if kind == b'Q' {
+                    cstring(&body, 0)
+                } else {
+                    cstring(&body, body.iter().position(|b| *b == 0).map_or(body.len(), |i| i + 1))
+                };
+                let (what, sql) = (if kind == b'Q' { "query" } else { "parse" }, sql.to_vec());
+                self.capture_truncated(what, &sql);
+                self.skip = total;
+                continue;
+            }
             if len < 4 || total > MAX_PARSED_MESSAGE {
                 // Too big (or malformed) to hold: pass it without looking.
                 self.skip = total.max(5);
@@ -103,6 +121,13 @@ impl<F: FnMut(Vec<Captured>)> PgTap<F> {
                 }
                 _ => {} // 'p' (password) and everything else: never stored
             }
+        }
+    }
+
+    fn capture_truncated(&mut self, kind: &'static str, sql: &[u8]) {
+        self.capture(kind, sql);
+        if let Some(last) = self.batch.last_mut() {
+            last.3 = true;
         }
     }
 
@@ -206,10 +231,13 @@ mod tests {
         let long = format!("SELECT '{}'\0", "x".repeat(10_000));
         tap.tunnel_to_plain(&msg(b'Q', long.as_bytes()), &mut f, &mut r);
         tap.tunnel_to_plain(&msg(b'd', &vec![7u8; 200_000]), &mut f, &mut r);
+        let padded = format!("SELECT 'HIDDEN' /*{}*/; DROP TABLE important\0", "x".repeat(70_000));
+        tap.tunnel_to_plain(&msg(b'Q', padded.as_bytes()), &mut f, &mut r);
         tap.tunnel_to_plain(&msg(b'Q', b"SELECT 2\0"), &mut f, &mut r);
         tap.flush(true);
-        assert_eq!(got.len(), 2);
+        assert_eq!(got.len(), 3);
+        assert!(got[1].2.starts_with("SELECT 'HIDDEN'") && got[1].3, "a padded statement is recorded, truncated");
         assert!(got[0].3 && got[0].2.len() == MAX_SQL_BYTES);
-        assert_eq!(got[1].2, "SELECT 2");
+        assert_eq!(got[2].2, "SELECT 2");
     }
 }

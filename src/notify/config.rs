@@ -8,6 +8,7 @@ use crate::domain::check_name;
 use crate::error::{Error, Result};
 use serde::Deserialize;
 use std::net::IpAddr;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// Default attempts per notification before it is marked dead.
@@ -37,8 +38,11 @@ pub struct NotifyConfig {
 #[serde(deny_unknown_fields)]
 pub struct WebhookSink {
     pub url: String,
-    /// HMAC-SHA256 key of `X-Jitgate-Signature`.
+    /// HMAC-SHA256 key of `X-Jitgate-Signature` (or `secret_file`).
+    #[serde(default)]
     pub secret: String,
+    /// A file holding `secret` (read at start and on reload; not readable by others).
+    pub secret_file: Option<PathBuf>,
     /// Only events of these connections (default: all).
     pub connections: Option<Vec<String>>,
 }
@@ -53,6 +57,7 @@ pub struct SlackSink {
     pub style: Option<String>,
     /// The Slack app's signing secret: turns on Approve/Reject buttons.
     pub signing_secret: Option<String>,
+    pub signing_secret_file: Option<PathBuf>,
     pub connections: Option<Vec<String>>,
 }
 
@@ -76,6 +81,7 @@ pub struct EmailSink {
     pub from: String,
     pub username: Option<String>,
     pub password: Option<String>,
+    pub password_file: Option<PathBuf>,
     pub connections: Option<Vec<String>>,
 }
 
@@ -83,14 +89,33 @@ pub struct EmailSink {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MattermostActions {
-    /// Key of the HMAC carried in each button's context.
+    /// Key of the HMAC carried in each button's context (or `action_secret_file`).
+    #[serde(default)]
     pub action_secret: String,
+    pub action_secret_file: Option<PathBuf>,
     /// Addresses (`10.0.0.5`, `10.0.0.0/24`) the Mattermost server calls from.
     /// Mattermost does not sign its calls: only these may post actions.
     pub allowed_sources: Vec<String>,
 }
 
 impl NotifyConfig {
+    /// Reads every `*_file` secret into its key: exactly one of the two may be set.
+    pub fn load_secret_files(&mut self) -> Result<()> {
+        for w in &mut self.webhook {
+            required_secret("[[notify.webhook]] secret", &mut w.secret, &w.secret_file)?;
+        }
+        for s in &mut self.slack {
+            optional_secret("[[notify.slack]] signing_secret", &mut s.signing_secret, &s.signing_secret_file)?;
+        }
+        if let Some(e) = &mut self.email {
+            optional_secret("[notify.email] password", &mut e.password, &e.password_file)?;
+        }
+        if let Some(m) = &mut self.mattermost {
+            required_secret("[notify.mattermost] action_secret", &mut m.action_secret, &m.action_secret_file)?;
+        }
+        Ok(())
+    }
+
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(Error::Startup(m));
         if self.max_attempts == Some(0) || self.max_attempts.is_some_and(|n| n > 50) {
@@ -100,7 +125,7 @@ impl NotifyConfig {
         for w in &self.webhook {
             check_url("[[notify.webhook]]", &w.url)?;
             if w.secret.len() < 16 {
-                return bad("[[notify.webhook]] secret must be at least 16 characters".into());
+                return bad("[[notify.webhook]] secret (or secret_file) must be at least 16 characters".into());
             }
             check_connections("[[notify.webhook]]", &w.connections)?;
         }
@@ -124,7 +149,9 @@ impl NotifyConfig {
         }
         if let Some(m) = &self.mattermost {
             if m.action_secret.len() < 16 {
-                return bad("[notify.mattermost] action_secret must be at least 16 characters".into());
+                return bad(
+                    "[notify.mattermost] action_secret (or action_secret_file) must be at least 16 characters".into()
+                );
             }
             if m.allowed_sources.is_empty() {
                 return bad("[notify.mattermost] allowed_sources: name the Mattermost server's address".into());
@@ -180,6 +207,41 @@ impl EmailSink {
     pub fn tls_mode(&self) -> &str {
         self.tls.as_deref().unwrap_or("starttls")
     }
+}
+
+/// `key` or `key_file`, not both; the file's content (one trailing newline dropped).
+fn optional_secret(key: &str, value: &mut Option<String>, file: &Option<PathBuf>) -> Result<()> {
+    let Some(path) = file else { return Ok(()) };
+    if value.is_some() {
+        return Err(Error::Startup(format!("{key} and {key}_file: set one of the two, not both")));
+    }
+    *value = Some(read_secret_file(key, path)?);
+    Ok(())
+}
+
+fn required_secret(key: &str, value: &mut String, file: &Option<PathBuf>) -> Result<()> {
+    let mut v = (!value.is_empty()).then(|| std::mem::take(value));
+    optional_secret(key, &mut v, file)?;
+    *value = v.unwrap_or_default();
+    Ok(())
+}
+
+/// A secret file must not be readable by every user on the box.
+pub fn read_secret_file(key: &str, path: &Path) -> Result<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let cannot = |e: std::io::Error| Error::Startup(format!("{key}_file {}: {e}", path.display()));
+    let mode = std::fs::metadata(path).map_err(cannot)?.permissions().mode();
+    if mode & 0o004 != 0 {
+        return Err(Error::Startup(format!(
+            "{key}_file {} is readable by every user (mode {:o}): run `chmod 600 {}` (or 0640 with the service's group)",
+            path.display(),
+            mode & 0o777,
+            path.display()
+        )));
+    }
+    let text = std::fs::read_to_string(path).map_err(cannot)?;
+    let text = text.strip_suffix('\n').map(|t| t.strip_suffix('\r').unwrap_or(t)).unwrap_or(&text);
+    Ok(text.to_string())
 }
 
 fn check_url(what: &str, url: &str) -> Result<()> {
@@ -241,6 +303,7 @@ mod tests {
         let cfg = NotifyConfig {
             mattermost: Some(MattermostActions {
                 action_secret: "x".repeat(16),
+                action_secret_file: None,
                 allowed_sources: vec!["10.1.0.0/16".into(), "127.0.0.1".into(), "::1".into()],
             }),
             ..NotifyConfig::default()
@@ -252,5 +315,21 @@ mod tests {
         assert!(!cfg.mattermost_source_allowed("10.2.0.1:80"));
         assert!(!cfg.mattermost_source_allowed("junk"));
         assert!(!NotifyConfig::default().mattermost_source_allowed("127.0.0.1:80"));
+    }
+
+    #[test]
+    fn a_secret_file_loses_one_trailing_newline_and_must_be_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s");
+        std::fs::write(&path, "abc\n\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+        assert_eq!(read_secret_file("k", &path).unwrap(), "abc\n");
+        std::fs::write(&path, "abc\r\n").unwrap();
+        assert_eq!(read_secret_file("k", &path).unwrap(), "abc");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o604)).unwrap();
+        assert!(read_secret_file("k", &path).unwrap_err().user_message().contains("chmod 600"));
+        let (mut v, file) = (Some("x".to_string()), Some(path));
+        assert!(optional_secret("k", &mut v, &file).unwrap_err().user_message().contains("not both"));
     }
 }

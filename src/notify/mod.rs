@@ -3,7 +3,9 @@
 //! see `gateway::hooks`, at most once) and the notification channels of `[notify]`
 //! (`webhook:{i}`, `slack:{i}`, `teams:{i}`, `email`: one event at a time per sink,
 //! exponential backoff with jitter, dead after `max_attempts`; see `store::outbox`).
-//! It sleeps on the hub until something changes or a retry is due.
+//! It sleeps on the hub until something changes or a retry is due. Hooks and channels
+//! are `Live`: SIGHUP swaps them (see `server::reload`); a delivery whose sink is gone
+//! from the new set fails as "no longer in the configuration".
 
 pub mod config;
 pub mod message;
@@ -20,7 +22,7 @@ use crate::time::now_ms;
 use config::NotifyConfig;
 use message::Facts;
 use serde_json::json;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 /// Attempts per hook run before it is failed for good.
@@ -28,11 +30,36 @@ pub const MAX_ATTEMPTS: i64 = 5;
 /// The longest wait between two attempts of a notification.
 const MAX_BACKOFF_MS: i64 = 10 * 60 * 1000;
 
+/// The part of the config that SIGHUP reloads: hooks and notification channels.
+#[derive(Debug, Default)]
+pub struct Channels {
+    pub hooks: Vec<HookConfig>,
+    pub notify: NotifyConfig,
+}
+
+/// The current `Channels`, shared by the outbox worker and the chat endpoints;
+/// readers take a snapshot, a reload swaps the whole set at once.
+#[derive(Clone, Debug, Default)]
+pub struct Live(Arc<RwLock<Arc<Channels>>>);
+
+impl Live {
+    pub fn new(channels: Channels) -> Live {
+        Live(Arc::new(RwLock::new(Arc::new(channels))))
+    }
+
+    pub fn get(&self) -> Arc<Channels> {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn swap(&self, channels: Channels) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(channels);
+    }
+}
+
 pub struct Worker {
     store: Arc<Store>,
     hub: Arc<Hub>,
-    hooks: Vec<HookConfig>,
-    notify: NotifyConfig,
+    live: Live,
     /// Base of the links to requests (the server's public URL).
     public_url: String,
     agent: ureq::Agent,
@@ -42,12 +69,11 @@ impl Worker {
     pub fn spawn(
         store: Arc<Store>,
         hub: Arc<Hub>,
-        hooks: Vec<HookConfig>,
-        notify: NotifyConfig,
+        live: Live,
         public_url: String,
     ) -> std::io::Result<std::thread::JoinHandle<()>> {
         let agent = send::agent(send::TIMEOUT);
-        let w = Worker { store, hub, hooks, notify, public_url, agent };
+        let w = Worker { store, hub, live, public_url, agent };
         std::thread::Builder::new().name("outbox".into()).spawn(move || w.run())
     }
 
@@ -100,60 +126,54 @@ impl Worker {
     /// per notification channel that takes the event's connection.
     fn dispatch(&self) -> Result<()> {
         let events = self.store.read(|c| outbox::undispatched(c, 256))?;
+        let live = self.live.get();
         for e in events {
             let connection =
                 self.store.read(|c| requests::get(c, &e.request_id)).map(|v| v.request.connection).unwrap_or_default();
-            let sinks: Vec<String> = self
+            let sinks: Vec<String> = live
                 .hooks
                 .iter()
                 .enumerate()
                 .filter(|(_, h)| h.connection == connection)
                 .filter_map(|(i, h)| h.command_for(&e.event).map(|(on, _)| format!("hook:{i}:{on}")))
-                .chain(self.notification_sinks(&connection))
+                .chain(notification_sinks(&live.notify, &connection))
                 .collect();
             self.store.write(|tx| outbox::dispatch(tx, e.seq, &sinks, now_ms()))?;
         }
         Ok(())
     }
 
-    /// The notification channels that take events of `connection`.
-    fn notification_sinks(&self, connection: &str) -> Vec<String> {
-        let n = &self.notify;
-        let mut out = Vec::new();
-        let kinds: [(&str, Vec<&Option<Vec<String>>>); 3] = [
-            ("webhook", n.webhook.iter().map(|w| &w.connections).collect()),
-            ("slack", n.slack.iter().map(|w| &w.connections).collect()),
-            ("teams", n.teams.iter().map(|w| &w.connections).collect()),
-        ];
-        for (kind, lists) in kinds {
-            for (i, list) in lists.into_iter().enumerate() {
-                if config::applies(list, connection) {
-                    out.push(format!("{kind}:{i}"));
-                }
-            }
-        }
-        if n.email.as_ref().is_some_and(|e| config::applies(&e.connections, connection)) {
-            out.push("email".into());
-        }
-        out
-    }
-
     fn deliver(&self, d: &Delivery) -> Result<()> {
         if !d.sink.starts_with("hook:") {
             return self.deliver_notification(d);
         }
+        let view = self.store.read(|c| requests::get(c, &d.request_id))?;
+        let live = self.live.get();
+        // After a reload the index may name another hook: it must still be this
+        // request's connection's.
         let hook = d
             .sink
             .strip_prefix("hook:")
             .and_then(|rest| rest.split(':').next())
             .and_then(|i| i.parse::<usize>().ok())
-            .and_then(|i| self.hooks.get(i));
+            .and_then(|i| live.hooks.get(i))
+            .filter(|h| h.connection == view.request.connection);
         let command = hook.and_then(|h| h.command_for(&d.event).map(|(on, c)| (h, on, c.to_string())));
         let Some((hook, on, command)) = command else {
             let error = "this hook is no longer in the configuration";
             return self.store.write(|tx| outbox::finish(tx, d, Finish::Failed { error }));
         };
-        let view = self.store.read(|c| requests::get(c, &d.request_id))?;
+        // A grant hook that comes late (retries, a backlog) must not give access to a
+        // grant that has ended meanwhile: it is recorded as skipped instead.
+        let r = &view.request;
+        let grant_live = r.status == crate::domain::Status::Approved && r.expires_at.is_some_and(|e| e > now_ms());
+        if d.event == "request.approved" && !grant_live {
+            let detail = json!({"sink": d.sink, "hook": on, "reason": format!("the grant is {} now", r.status)});
+            return self.store.write(|tx| {
+                audit::append(tx, now_ms(), audit::SYSTEM, "hook.skipped", &d.request_id, detail.clone())?;
+                outbox::finish(tx, d, Finish::Done)
+            });
+        }
         let target = self.store.read(|c| requests::policy_of(c, &d.request_id)).ok().and_then(|p| p.target);
         let env = hooks::environment(&d.event, &view, target.as_deref());
         let ran = hooks::run(&command, &env, hook.timeout()?)?;
@@ -182,7 +202,7 @@ impl Worker {
         let now = now_ms();
         self.store.write(|tx| match &sent {
             Ok(()) => outbox::finish(tx, d, Finish::Done),
-            Err(f) if d.attempts + 1 >= self.notify.max_attempts() => {
+            Err(f) if d.attempts + 1 >= self.live.get().notify.max_attempts() => {
                 crate::warn!(
                     "notification {} to {} is dead after {} attempts: {}",
                     d.event,
@@ -206,7 +226,7 @@ impl Worker {
     /// drawn from its upper half so that receivers coming back are not hit in step;
     /// never sooner than a 429's Retry-After.
     fn backoff_ms(&self, attempts_before: i64, retry_after: Option<Duration>) -> i64 {
-        let base = self.notify.retry_after().map(|d| d.as_millis() as i64).unwrap_or(2_000).max(1);
+        let base = self.live.get().notify.retry_after().map(|d| d.as_millis() as i64).unwrap_or(2_000).max(1);
         let full = base.saturating_mul(1_i64 << attempts_before.clamp(0, 20)).min(MAX_BACKOFF_MS);
         let r = crate::secret::random_bytes::<4>().map(u32::from_le_bytes).unwrap_or(u32::MAX / 2);
         let wait = full / 2 + (full / 2) * i64::from(r) / i64::from(u32::MAX);
@@ -235,7 +255,8 @@ impl Worker {
             None => (d.sink.as_str(), None),
         };
         let gone = || fail("this channel is no longer in the configuration".into());
-        let n = &self.notify;
+        let live = self.live.get();
+        let n = &live.notify;
         match kind {
             "webhook" => {
                 let w = index.and_then(|i| n.webhook.get(i)).ok_or_else(gone)?;
@@ -296,4 +317,25 @@ impl Worker {
         let members = self.store.read(|c| users::emails_of_groups(c, &policy.approval_groups))?;
         Ok(members.into_iter().filter(|(name, _)| *name != view.request.user).map(|(_, email)| email).collect())
     }
+}
+
+/// The notification channels of `n` that take events of `connection`.
+fn notification_sinks(n: &NotifyConfig, connection: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let kinds: [(&str, Vec<&Option<Vec<String>>>); 3] = [
+        ("webhook", n.webhook.iter().map(|w| &w.connections).collect()),
+        ("slack", n.slack.iter().map(|w| &w.connections).collect()),
+        ("teams", n.teams.iter().map(|w| &w.connections).collect()),
+    ];
+    for (kind, lists) in kinds {
+        for (i, list) in lists.into_iter().enumerate() {
+            if config::applies(list, connection) {
+                out.push(format!("{kind}:{i}"));
+            }
+        }
+    }
+    if n.email.as_ref().is_some_and(|e| config::applies(&e.connections, connection)) {
+        out.push("email".into());
+    }
+    out
 }

@@ -43,7 +43,8 @@ pub fn verify_slack(
 ) -> Result<(), SlackRefusal> {
     let (Some(ts), Some(sig)) = (timestamp, signature) else { return Err(SlackRefusal::Missing) };
     let at: i64 = ts.trim().parse().map_err(|_| SlackRefusal::Missing)?;
-    if (now_secs - at).abs() > SLACK_WINDOW_SECS {
+    // abs_diff: a timestamp of i64::MIN must be refused, not overflow.
+    if now_secs.abs_diff(at) > SLACK_WINDOW_SECS as u64 {
         return Err(SlackRefusal::Stale);
     }
     let given = sig.strip_prefix("v0=").and_then(|h| hex::decode(h).ok()).ok_or(SlackRefusal::BadSignature)?;
@@ -72,6 +73,12 @@ pub fn verify_mattermost_context(secret: &str, request_id: &str, action: &str, m
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_absurd_timestamp_is_refused_without_overflow() {
+        let r = verify_slack(&["secret"], Some(&i64::MIN.to_string()), Some("v0=00"), b"payload=x", 1_800_000_000);
+        assert!(r.is_err());
+    }
 
     #[test]
     fn hmac_matches_rfc_4231_case_2() {

@@ -22,6 +22,8 @@ pub struct App {
     pub hub: Arc<Hub>,
     pub metrics: Arc<Metrics>,
     pub config: ServeConfig,
+    /// Hooks and notification channels as last (re)loaded: use these, not `config`'s.
+    pub live: crate::notify::Live,
     /// Base of the links to requests (`public_url`, or the bound address).
     pub public_url: String,
     pub login_limiter: RateLimiter,
@@ -62,7 +64,12 @@ impl App {
 /// A worker: takes requests from tiny_http until it is unblocked at shutdown.
 pub fn worker(app: Arc<App>, server: Arc<tiny_http::Server>) {
     while let Ok(request) = server.recv() {
-        handle(&app, request);
+        // A bug on one request must not cost a worker for good: the request is lost
+        // (the listener answers 502), the worker goes on.
+        let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handle(&app, request)));
+        if caught.is_err() {
+            crate::error!("a request handler panicked; the worker goes on");
+        }
     }
 }
 

@@ -1,4 +1,5 @@
 //! `jitgate serve`: wires the pieces together and runs them until SIGTERM/SIGINT.
+//! SIGHUP re-reads `--config` and swaps the hooks and notification channels.
 //!
 //! Threads: the listener (`front`, accept + TLS + limits), the HTTP workers
 //! (tiny_http on a private Unix socket), long-poll waiters, the expiry timer, the
@@ -54,7 +55,10 @@ pub fn serve(cfg: ServeConfig) -> Result<()> {
         None => default_url(&cfg, front.local_addr()),
     };
     let hub = Arc::new(Hub::default());
+    let live =
+        crate::notify::Live::new(crate::notify::Channels { hooks: cfg.hooks.clone(), notify: cfg.notify.clone() });
     let app = Arc::new(App {
+        live: live.clone(),
         gateway: gateway.clone(),
         public_url,
         store: store.clone(),
@@ -74,15 +78,9 @@ pub fn serve(cfg: ServeConfig) -> Result<()> {
     let backups = maintenance::spawn(cfg.backup.clone(), store.clone(), metrics.clone())?;
     let timer = expiry::spawn(store.clone(), hub.clone(), metrics)?;
     let tunnel_watch = gateway.spawn_watcher(hub.clone())?;
-    let outbox = crate::notify::Worker::spawn(
-        store.clone(),
-        hub.clone(),
-        cfg.hooks.clone(),
-        cfg.notify.clone(),
-        app.public_url.clone(),
-    )?;
+    let outbox = crate::notify::Worker::spawn(store.clone(), hub.clone(), live.clone(), app.public_url.clone())?;
     let _ = app.front_stats.set(front.stats());
-    watch_signals(hub.clone(), front.shutdown_handle())?;
+    watch_signals(hub.clone(), front.shutdown_handle(), cfg.config_file.clone(), live)?;
     crate::sdnotify::ready();
     let served = front.run();
     crate::sdnotify::stopping();
@@ -156,18 +154,64 @@ fn limits(cfg: &ServeConfig) -> front::Limits {
 }
 
 /// SIGTERM and SIGINT: wake the long polls (they answer with the current state),
-/// then stop the listener, which lets requests in flight finish.
-fn watch_signals(hub: Arc<Hub>, front: front::ShutdownHandle) -> Result<()> {
-    use signal_hook::consts::{SIGINT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])?;
+/// then stop the listener, which lets requests in flight finish. SIGHUP: `reload`.
+fn watch_signals(
+    hub: Arc<Hub>,
+    front: front::ShutdownHandle,
+    config_file: Option<std::path::PathBuf>,
+    live: crate::notify::Live,
+) -> Result<()> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])?;
     std::thread::Builder::new().name("signals".into()).spawn(move || {
-        if let Some(sig) = signals.forever().next() {
+        for sig in signals.forever() {
+            if sig == SIGHUP {
+                reload(config_file.as_deref(), &live, &hub);
+                continue;
+            }
             crate::info!("signal {sig} received");
             hub.stop();
             front.shutdown();
+            break;
         }
     })?;
     Ok(())
+}
+
+/// SIGHUP: re-reads the config file and, if it is valid, swaps the hooks and the
+/// notification channels (nothing else changes: connections stay up; other settings
+/// need a restart). An invalid file changes nothing.
+fn reload(config_file: Option<&std::path::Path>, live: &crate::notify::Live, hub: &Hub) {
+    let Some(path) = config_file else {
+        crate::warn!("SIGHUP: no --config file, nothing to reload");
+        return;
+    };
+    let read = crate::config::FileConfig::read(path).and_then(|f| {
+        for hook in &f.hooks {
+            hook.validate()?;
+        }
+        f.notify.validate()?;
+        Ok(crate::notify::Channels { hooks: f.hooks, notify: f.notify })
+    });
+    match read {
+        Ok(channels) => {
+            let n = &channels.notify;
+            let sinks = n.webhook.len() + n.slack.len() + n.teams.len() + usize::from(n.email.is_some());
+            crate::info!(
+                "config {} reloaded on SIGHUP: {} hooks, {} notification channels (other settings need a restart)",
+                path.display(),
+                channels.hooks.len(),
+                sinks
+            );
+            live.swap(channels);
+            hub.notify();
+        }
+        Err(e) => crate::error!(
+            "config {} not reloaded on SIGHUP, the running configuration is kept: {}",
+            path.display(),
+            e.log_detail()
+        ),
+    }
 }
 #[cfg(test)]
 mod openapi_tests;

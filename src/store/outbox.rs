@@ -59,8 +59,14 @@ pub struct Delivery {
 
 /// Hooks are claimed whenever due; a notification sink only at its head (its oldest
 /// unfinished delivery), so it never has two in flight or a queue jumping its retry.
-const CLAIMABLE: &str = "d.state = 'pending' AND (d.sink LIKE 'hook:%' OR d.event_seq =
-    (SELECT min(h.event_seq) FROM outbox_deliveries h WHERE h.sink = d.sink AND h.state IN ('pending', 'running')))";
+/// Notification sinks deliver one event at a time, oldest first. Hooks deliver in
+/// the order of each request's events: an `on_grant` that is retrying must never run
+/// after that request's `on_revoke` (it would give back access that was taken away).
+const CLAIMABLE: &str = "d.state = 'pending' AND (
+    (d.sink LIKE 'hook:%' AND NOT EXISTS (SELECT 1 FROM outbox_deliveries h JOIN outbox ho ON ho.seq = h.event_seq
+        WHERE ho.request_id = o.request_id AND h.sink LIKE 'hook:%' AND h.event_seq < d.event_seq AND h.state IN ('pending', 'running')))
+    OR (d.sink NOT LIKE 'hook:%' AND d.event_seq =
+        (SELECT min(h.event_seq) FROM outbox_deliveries h WHERE h.sink = d.sink AND h.state IN ('pending', 'running'))))";
 
 /// Claims the deliveries due now: they become `running` before anything runs.
 pub fn claim_due(tx: &Transaction<'_>, now: i64, limit: i64) -> Result<Vec<Delivery>> {

@@ -351,3 +351,29 @@ fn bulk_both_ways_arrives_whole_and_in_order() {
     assert_eq!(back.len(), data.len(), "bytes were lost");
     assert!(back == data, "bytes came back changed");
 }
+
+#[test]
+fn one_grant_holds_a_bounded_number_of_streams() {
+    let s = Server::start();
+    s.connection("echo", &[], json!({"kind": "tcp", "target": echo_server()}));
+    let alice = s.user("alice", &[]);
+    let id = alice.request("echo", "1h").expect(201).id();
+    let session = alice.post("/api/v1/sessions", json!({"request_id": id})).expect(201).id();
+    let pem = std::fs::read(s.data_dir().join("tls-cert.pem")).unwrap();
+    let der = rustls_pemfile::certs(&mut pem.as_slice()).next().unwrap().unwrap();
+    let tls = jitgate::tls::pinned_client_config(
+        jitgate::tls::normalize_fingerprint(&jitgate::tls::fingerprint(der.as_ref())).unwrap(),
+    )
+    .unwrap();
+    let dialer = Dialer { server: s.url(""), tls: Some(tls), token: mint(&s, "alice") };
+    let held: Vec<_> = (0..jitgate::gateway::MAX_STREAMS_PER_GRANT)
+        .map(|_| dialer.open(&id, &session).expect("within the cap"))
+        .collect();
+    match dialer.open(&id, &session) {
+        Err(jitgate::Error::Remote { status: 409, code, .. }) => assert_eq!(code, "too_many_streams"),
+        other => panic!("expected too_many_streams, got {:?}", other.map(|_| ())),
+    }
+    // The API stays reachable from the same address.
+    s.admin().get("/api/v1/me").expect(200);
+    drop(held);
+}

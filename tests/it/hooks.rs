@@ -133,3 +133,25 @@ fn the_pg_role_example_creates_a_role_valid_until_expiry_and_drops_it() {
         query(&format!("SELECT count(*) FROM pg_roles WHERE rolname = '{role}'")) == "0"
     });
 }
+
+#[test]
+fn a_retried_grant_hook_never_runs_after_the_revoke_hook() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, flag) = (dir.path().join("hook.log"), dir.path().join("failed-once"));
+    let config = dir.path().join("jitgate.toml");
+    let grant =
+        format!("echo grant >> {l}; [ -f {f} ] || {{ touch {f}; exit 1; }}", l = log.display(), f = flag.display());
+    let revoke = format!("echo revoke >> {}", log.display());
+    std::fs::write(&config, format!("[[hooks]]\nconnection = \"db\"\non_grant = '{grant}'\non_revoke = '{revoke}'\n"))
+        .unwrap();
+    let s = Server::start_with(&["--config", config.to_str().unwrap()]);
+    s.connection("db", &[], json!({}));
+    let alice = s.user("alice", &[]);
+    let id = alice.request("db", "1h").expect(201).id();
+    wait_until("the first grant attempt", Duration::from_secs(20), || flag.exists());
+    s.admin().act(&id, "revoke").expect(200);
+    wait_until("the revoke hook", Duration::from_secs(30), || lines(&log).contains(&"revoke".to_string()));
+    assert_eq!(lines(&log), vec!["grant", "revoke"], "the grant hook ran again after the revoke");
+    let skipped = s.admin().get(&format!("/api/v1/audit?action=hook.skipped&target={id}")).expect(200);
+    assert_eq!(skipped.body["items"].as_array().unwrap().len(), 1);
+}

@@ -13,5 +13,6 @@ mod lifecycle;
 mod listener;
 mod notify;
 mod ops;
+mod reload;
 mod security;
 mod startup;

@@ -293,3 +293,144 @@ fn metrics_count_active_grants() {
     let m = s.admin().get("/metrics").expect(200).text;
     assert!(m.lines().any(|l| l == "jitgate_active_grants 1"), "{m}");
 }
+
+#[test]
+fn config_check_masks_every_secret_and_reads_secret_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret_file = dir.path().join("webhook.secret");
+    std::fs::write(&secret_file, "file-secret-0123456789\n").unwrap();
+    std::fs::set_permissions(&secret_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let config = dir.path().join("jitgate.toml");
+    let body = format!(
+        r#"[[notify.webhook]]
+url = "https://siem.internal/in"
+secret = "inline-secret-0123456789"
+
+[[notify.webhook]]
+url = "https://siem2.internal/in"
+secret_file = "{}"
+
+[[notify.slack]]
+url = "https://hooks.slack.com/services/T0/B0/slack-url-token"
+signing_secret = "slack-signing-secret"
+
+[notify.email]
+server = "mail.internal:587"
+from = "jitgate@example.com"
+username = "jitgate"
+password = "smtp-password-value"
+
+[notify.mattermost]
+action_secret = "mattermost-secret-0123"
+allowed_sources = ["10.0.0.12"]
+"#,
+        secret_file.display()
+    );
+    std::fs::write(&config, &body).unwrap();
+    for json_flag in [false, true] {
+        let mut args = vec!["config", "check", config.to_str().unwrap()];
+        if json_flag {
+            args.insert(0, "--json");
+        }
+        let out = jitgate(&args);
+        assert!(out.status.success(), "{}", text(&out));
+        let shown = text(&out);
+        for secret in
+            ["inline-secret", "file-secret", "slack-signing", "smtp-password", "mattermost-secret", "slack-url-token"]
+        {
+            assert!(!shown.contains(secret), "{secret} shown:\n{shown}");
+        }
+        assert!(shown.matches("********").count() >= 6, "{shown}");
+        assert!(shown.contains("siem2.internal") && shown.contains("webhook.secret"), "{shown}");
+    }
+    let out = jitgate(&["config", "check", config.to_str().unwrap()]);
+    assert!(text(&out).contains("[[notify.webhook]]"), "{}", text(&out));
+
+    // Both a key and its file: refused. A file readable by all: refused, naming chmod 600.
+    std::fs::write(&config, format!("{body}\n[[notify.teams]]\nurl = \"https://t.example/x\"\n")).unwrap();
+    assert!(jitgate(&["config", "check", config.to_str().unwrap()]).status.success());
+    let both = body.replace(
+        "secret = \"inline-secret-0123456789\"",
+        &format!("secret = \"inline-secret-0123456789\"\nsecret_file = \"{}\"", secret_file.display()),
+    );
+    std::fs::write(&config, &both).unwrap();
+    let out = jitgate(&["config", "check", config.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("not both"), "{}", text(&out));
+    std::fs::write(&config, &body).unwrap();
+    std::fs::set_permissions(&secret_file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = jitgate(&["config", "check", config.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("chmod 600"), "{}", text(&out));
+    // A misspelt *_file key is still an unknown key.
+    std::fs::write(&config, "[[notify.webhook]]\nurl = \"https://x.internal/\"\nsecret_flie = \"/x\"\n").unwrap();
+    let out = jitgate(&["config", "check", config.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("secret_flie"), "{}", text(&out));
+}
+
+#[test]
+fn environment_overrides_the_file_and_flags_override_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("jitgate.toml");
+    std::fs::write(&config, "listen = \"0.0.0.0:9080\"\nworkers = 5\nplain_http = true\n").unwrap();
+    let check = |env: &[(&str, &str)]| {
+        let mut c = Command::new(BIN);
+        c.args(["config", "check", config.to_str().unwrap()]).env_remove("JITGATE_DATA_DIR");
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        c.output().unwrap()
+    };
+    // plain HTTP on 0.0.0.0 needs a proxy: the environment can say there is one.
+    assert_eq!(check(&[]).status.code(), Some(2));
+    let out = check(&[("JITGATE_BEHIND_PROXY", "true"), ("JITGATE_WORKERS", "3")]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("workers = 3") && text(&out).contains("behind_proxy = true"), "{}", text(&out));
+    // A false in the environment beats a true in the file.
+    let out = check(&[("JITGATE_PLAIN_HTTP", "false")]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("plain_http = false") && text(&out).contains("workers = 5"), "{}", text(&out));
+    let out = check(&[("JITGATE_WORKERS", "many")]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("many"), "{}", text(&out));
+    let out = check(&[("JITGATE_BEHIND_PROXY", "1"), ("JITGATE_LOG_LEVEL", "loud")]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("log level \"loud\""), "{}", text(&out));
+
+    // serve: the flag wins over the environment, which wins over the file.
+    let data = dir.path().join("data");
+    std::fs::write(&config, "listen = \"127.0.0.1:1\"\n").unwrap();
+    let mut child = Command::new(BIN)
+        .args([
+            "serve",
+            "--allow-root",
+            "--config",
+            config.to_str().unwrap(),
+            "--plain-http",
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .env("JITGATE_LISTEN", "127.0.0.1:2")
+        .env("JITGATE_DATA_DIR", &data)
+        .env("JITGATE_PLAIN_HTTP", "false")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut seen = String::new();
+    let listening = loop {
+        let mut line = String::new();
+        if std::io::BufRead::read_line(&mut err, &mut line).unwrap() == 0 {
+            break None;
+        }
+        seen.push_str(&line);
+        if let Some(url) = line.split("listening on ").nth(1) {
+            break Some(url.trim().to_string());
+        }
+    };
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let url = listening.unwrap_or_else(|| panic!("serve did not start:\n{seen}"));
+    assert!(url.starts_with("http://127.0.0.1:") && !url.ends_with(":1") && !url.ends_with(":2"), "{url}");
+}

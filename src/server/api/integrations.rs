@@ -31,7 +31,8 @@ use std::time::Duration;
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub fn slack(app: &App, call: &Call) -> Result<Reply> {
-    let secrets = app.config.notify.slack_signing_secrets();
+    let live = app.live.get();
+    let secrets = live.notify.slack_signing_secrets();
     if secrets.is_empty() {
         return Err(Error::not_found("integration", "slack (no [[notify.slack]] has a signing_secret)"));
     }
@@ -48,7 +49,9 @@ pub fn slack(app: &App, call: &Call) -> Result<Reply> {
                 .into(),
             )
         })?;
-    let signature = signature.unwrap_or_default();
+    // Hex is case-blind: remember one spelling, so a re-cased replay is a replay.
+    let signature = signature.unwrap_or_default().to_ascii_lowercase();
+    let signature = signature.as_str();
     app.store.write(|tx| chat::remember_signature(tx, signature, call.now, sign::SLACK_WINDOW_SECS * 1000))?;
     let payload = slack_payload(&req.body)?;
     // Slack reports clicks on link buttons too: acknowledged, nothing to do.
@@ -183,10 +186,11 @@ pub fn mattermost(app: &App, call: &Call) -> Result<Reply> {
 }
 
 fn mattermost_inner(app: &App, call: &Call) -> Result<Reply> {
-    let Some(cfg) = &app.config.notify.mattermost else {
+    let live = app.live.get();
+    let Some(cfg) = &live.notify.mattermost else {
         return Err(Error::not_found("integration", "mattermost (no [notify.mattermost])"));
     };
-    if !app.config.notify.mattermost_source_allowed(&call.req.peer) {
+    if !live.notify.mattermost_source_allowed(&call.req.peer) {
         return Err(Error::Forbidden("this address may not post Mattermost actions".into()));
     }
     let body: Value = serde_json::from_slice(&call.req.body)

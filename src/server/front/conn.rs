@@ -99,7 +99,7 @@ impl Conn<'_> {
 
     fn one_request(&mut self, first: bool) -> Result<Next, Stop> {
         let head = self.read_head(first)?;
-        if head.wants_upgrade() && head.target.starts_with(TUNNEL_PATH) {
+        if head.wants_upgrade() && head.method == "GET" && head.target.starts_with(TUNNEL_PATH) {
             if let Some(tunnels) = self.inner.tunnels.clone() {
                 if head.content_length > 0 {
                     return Err(Stop::Refuse(Reject::bad_request("a tunnel request has no body")));
