@@ -43,7 +43,8 @@ pub struct Stats {
 pub struct Gateway {
     store: Arc<Store>,
     /// Live streams by request id, to cut them when the grant ends.
-    live: Mutex<HashMap<String, Vec<Arc<Cut>>>>,
+    /// Live streams by request id, each with the session it belongs to.
+    live: Mutex<HashMap<String, Vec<(String, Arc<Cut>)>>>,
     pub stats: Stats,
 }
 
@@ -81,13 +82,22 @@ impl Gateway {
             let live = r.status == Status::Approved && r.expires_at.is_some_and(|e| e > now);
             if !live {
                 self.cut_request(&id, &end_reason(r));
+                continue;
+            }
+            // A session ended on its own (the client, or an admin) takes its streams along.
+            let sessions: Vec<(String, Arc<Cut>)> =
+                self.live.lock().map(|l| l.get(&id).cloned().unwrap_or_default()).unwrap_or_default();
+            for (session, cut) in sessions {
+                if self.store.read(|c| crate::store::sessions::is_ended(c, &session)).unwrap_or(false) {
+                    cut.cut("session ended");
+                }
             }
         }
     }
 
     pub fn cut_request(&self, request_id: &str, reason: &str) {
         if let Ok(live) = self.live.lock() {
-            for cut in live.get(request_id).into_iter().flatten() {
+            for (_, cut) in live.get(request_id).into_iter().flatten() {
                 cut.cut(reason);
             }
         }
@@ -95,7 +105,7 @@ impl Gateway {
 
     pub fn cut_all(&self, reason: &str) {
         if let Ok(live) = self.live.lock() {
-            for cut in live.values().flatten() {
+            for (_, cut) in live.values().flatten() {
                 cut.cut(reason);
             }
         }
@@ -151,7 +161,7 @@ impl Gateway {
             self.store.write(|tx| streams::open(tx, &user, &request_id, &session, &peer.to_string(), &target, now))?;
         let cut = Arc::new(Cut::default());
         if let Ok(mut live) = self.live.lock() {
-            live.entry(request_id.clone()).or_default().push(Arc::clone(&cut));
+            live.entry(request_id.clone()).or_default().push((session.clone(), Arc::clone(&cut)));
         }
         // The grant may have ended between the check and the registration.
         if self
@@ -245,7 +255,7 @@ impl Tunnels for Gateway {
         }
         if let Ok(mut live) = self.live.lock() {
             if let Some(list) = live.get_mut(&closed.request_id) {
-                list.retain(|c| !Arc::ptr_eq(c, &closed.cut));
+                list.retain(|(_, c)| !Arc::ptr_eq(c, &closed.cut));
                 if list.is_empty() {
                     live.remove(&closed.request_id);
                 }

@@ -143,3 +143,10 @@ pub fn end_for_request(
     }
     Ok(())
 }
+
+/// Whether a session has ended (unknown sessions count as ended).
+pub fn is_ended(conn: &Connection, id: &str) -> crate::error::Result<bool> {
+    let ended: Option<bool> =
+        conn.query_row("SELECT ended_at IS NOT NULL FROM sessions WHERE id = ?1", [id], |r| r.get(0)).optional()?;
+    Ok(ended.unwrap_or(true))
+}

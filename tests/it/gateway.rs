@@ -377,3 +377,20 @@ fn one_grant_holds_a_bounded_number_of_streams() {
     s.admin().get("/api/v1/me").expect(200);
     drop(held);
 }
+
+#[test]
+fn ending_a_session_cuts_its_streams() {
+    let s = Server::start();
+    s.connection("echo", &[], json!({"kind": "tcp", "target": echo_server()}));
+    s.user("alice", &[]);
+    let mut c = Connect::start(&s, &mint(&s, "alice"), &["echo", "--duration", "1h", "--port", "0"]);
+    let port = c.port();
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    echo_once(&mut stream, b"hi");
+    let sid = s.admin().get("/api/v1/sessions").body["items"][0]["id"].as_str().unwrap().to_string();
+    s.admin().post(&format!("/api/v1/sessions/{sid}/end"), json!({"reason": "done here"})).expect(200);
+    let took = time_to_close(&mut stream);
+    assert!(took < Duration::from_secs(1), "the stream outlived its session by {took:?}");
+    let session = s.admin().get(&format!("/api/v1/sessions/{sid}")).expect(200).body;
+    assert_eq!(session["streams"][0]["end_reason"], "session ended");
+}

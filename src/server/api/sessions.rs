@@ -54,5 +54,7 @@ pub fn end(app: &App, call: &Call) -> Result<Reply> {
     let reason = body.reason.unwrap_or_else(|| "client disconnected".into());
     crate::domain::check_text("reason", &reason, 200)?;
     let session = app.store.write(|tx| sessions::end(tx, &who.user, call.param(0), &reason, call.now))?;
+    // Wakes the gateway's watcher: the session's streams are cut at once.
+    app.hub.notify();
     Ok(Reply::ok(&views::session(&session)))
 }
