@@ -40,11 +40,14 @@ pub struct Stats {
     pub bytes_down: AtomicU64,
 }
 
+/// Request id → its live streams, each with its session id.
+type LiveStreams = HashMap<String, Vec<(String, Arc<Cut>)>>;
+
 pub struct Gateway {
     store: Arc<Store>,
     /// Live streams by request id, to cut them when the grant ends.
     /// Live streams by request id, each with the session it belongs to.
-    live: Mutex<HashMap<String, Vec<(String, Arc<Cut>)>>>,
+    live: Mutex<LiveStreams>,
     pub stats: Stats,
 }
 
