@@ -35,7 +35,9 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver};
 use std::sync::{Arc, Barrier};
 use std::thread;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
+mod common;
+use common::*;
 
 type Res<T> = Result<T, Box<dyn Error + Send + Sync>>;
 
@@ -44,14 +46,6 @@ const ADMIN_TOKEN: &str = "jg_bench_admin_token_0123456789abcdefghijklmnop";
 /// The token of user `exp{u}`, who owns the grants k with k % 100 == u.
 fn exp_token(u: usize) -> String {
     format!("jg_bench_exp{u:03}_token_0123456789abcdefghijklmnop")
-}
-
-fn env_usize(key: &str, default: usize) -> usize {
-    std::env::var(key).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
-fn wall_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 // ---------------------------------------------------------------------------------
