@@ -7,7 +7,7 @@
 //! consistent chain. Ship `audit export` or the head hash off the box to hold them.
 
 use crate::error::Result;
-use crate::store::Page;
+use crate::store::{CachedRow, Page};
 use crate::time::rfc3339;
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use serde::Serialize;
@@ -37,21 +37,21 @@ pub struct Event {
 /// Appends one event. Call inside the transaction that makes the change.
 pub fn append(tx: &Transaction<'_>, at: i64, actor: &str, action: &str, target: &str, detail: Value) -> Result<()> {
     let head: Option<(i64, String)> =
-        tx.query_row("SELECT seq, hash FROM audit_head WHERE id = 1", [], |r| Ok((r.get(0)?, r.get(1)?))).optional()?;
+        tx.row("SELECT seq, hash FROM audit_head WHERE id = 1", [], |r| Ok((r.get(0)?, r.get(1)?))).optional()?;
     let (seq, prev) = match head {
         Some((seq, hash)) => (seq + 1, hash),
         None => (1, GENESIS.to_string()),
     };
     let detail = detail.to_string();
     let hash = event_hash(seq, at, actor, action, target, &detail, &prev);
-    tx.execute(
+    tx.prepare_cached(
         "INSERT INTO audit_events (seq, at, actor, action, target, detail, prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-        params![seq, at, actor, action, target, detail, prev, hash],
-    )?;
-    tx.execute(
+    )?
+    .execute(params![seq, at, actor, action, target, detail, prev, hash])?;
+    tx.prepare_cached(
         "INSERT INTO audit_head (id, seq, hash) VALUES (1, ?1, ?2) ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash",
-        params![seq, hash],
-    )?;
+    )?
+    .execute(params![seq, hash])?;
     Ok(())
 }
 
@@ -110,9 +110,8 @@ pub fn verify(conn: &Connection) -> Result<Verification> {
         expected_seq += 1;
         count += 1;
     }
-    let head: Option<(i64, String)> = conn
-        .query_row("SELECT seq, hash FROM audit_head WHERE id = 1", [], |r| Ok((r.get(0)?, r.get(1)?)))
-        .optional()?;
+    let head: Option<(i64, String)> =
+        conn.row("SELECT seq, hash FROM audit_head WHERE id = 1", [], |r| Ok((r.get(0)?, r.get(1)?))).optional()?;
     let last = if count == 0 { None } else { Some((expected_seq - 1, prev)) };
     if head != last {
         return Ok(Verification {
@@ -225,7 +224,7 @@ mod tests {
     }
 
     fn verify_prev(conn: &Connection, seq: i64) -> String {
-        conn.query_row("SELECT prev_hash FROM audit_events WHERE seq = ?1", [seq], |r| r.get(0)).unwrap()
+        conn.row("SELECT prev_hash FROM audit_events WHERE seq = ?1", [seq], |r| r.get(0)).unwrap()
     }
 
     #[test]

@@ -23,9 +23,22 @@ fn sweep(store: &Store, metrics: &Metrics) -> Result<(usize, usize)> {
     let now = now_ms();
     // Expire first: a grant that ran out while the server was down is not warned.
     let (done, warned) = store.write(|tx| Ok((requests::expire_due(tx, now)?, requests::warn_due(tx, now)?)))?;
+    // One line per request while few; a summary when many end together (after a long
+    // downtime that could be thousands of lines before the server listens).
+    const LINES: usize = 20;
     for e in &done {
-        crate::info!("{} {} (due {} ms ago)", e.id, e.status, now - e.due);
+        if done.len() <= LINES {
+            crate::info!("{} {} (due {} ms ago)", e.id, e.status, now - e.due);
+        }
         metrics.observe_expiry_lag(now - e.due);
+    }
+    if done.len() > LINES {
+        let oldest = done.iter().map(|e| now - e.due).max().unwrap_or(0);
+        crate::info!(
+            "closed {} requests that were due (the oldest {} ms ago); the audit trail lists each",
+            done.len(),
+            oldest
+        );
     }
     Ok((done.len(), warned.len()))
 }

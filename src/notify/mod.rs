@@ -25,6 +25,9 @@ use serde_json::json;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
+/// Events fanned out per pass (and per write transaction).
+const DISPATCH_BATCH: usize = 256;
+
 /// Attempts per hook run before it is failed for good.
 pub const MAX_ATTEMPTS: i64 = 5;
 /// The longest wait between two attempts of a notification.
@@ -111,7 +114,10 @@ impl Worker {
 
     /// One pass: fan out new events, run what is due; returns when to come back.
     fn pass(&self) -> Result<Option<i64>> {
-        self.dispatch()?;
+        // A full batch means more may wait: come straight back rather than sleep.
+        if self.dispatch()? == DISPATCH_BATCH {
+            return Ok(Some(now_ms()));
+        }
         let due = self.store.write(|tx| outbox::claim_due(tx, now_ms(), 16))?;
         for d in &due {
             self.deliver(d)?;
@@ -124,10 +130,15 @@ impl Worker {
 
     /// Creates the deliveries of new events: one per hook command that applies, one
     /// per notification channel that takes the event's connection.
-    fn dispatch(&self) -> Result<()> {
-        let events = self.store.read(|c| outbox::undispatched(c, 256))?;
+    /// Returns how many events it handled; the whole batch is one write transaction.
+    fn dispatch(&self) -> Result<usize> {
+        let events = self.store.read(|c| outbox::undispatched(c, DISPATCH_BATCH as i64))?;
+        if events.is_empty() {
+            return Ok(0);
+        }
         let live = self.live.get();
-        for e in events {
+        let mut fanned = Vec::with_capacity(events.len());
+        for e in &events {
             let connection =
                 self.store.read(|c| requests::get(c, &e.request_id)).map(|v| v.request.connection).unwrap_or_default();
             let sinks: Vec<String> = live
@@ -138,9 +149,16 @@ impl Worker {
                 .filter_map(|(i, h)| h.command_for(&e.event).map(|(on, _)| format!("hook:{i}:{on}")))
                 .chain(notification_sinks(&live.notify, &connection))
                 .collect();
-            self.store.write(|tx| outbox::dispatch(tx, e.seq, &sinks, now_ms()))?;
+            fanned.push((e.seq, sinks));
         }
-        Ok(())
+        let now = now_ms();
+        self.store.write(|tx| {
+            for (seq, sinks) in &fanned {
+                outbox::dispatch(tx, *seq, sinks, now)?;
+            }
+            Ok(())
+        })?;
+        Ok(events.len())
     }
 
     fn deliver(&self, d: &Delivery) -> Result<()> {

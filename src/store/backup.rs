@@ -11,6 +11,7 @@
 //! Restore only ever runs on a stopped data dir, and keeps the database it replaces.
 //! This module never touches a running server's files other than by reading.
 
+use super::CachedRow;
 use crate::audit;
 use crate::datadir::DB_FILE;
 use crate::error::{Error, Result};
@@ -79,7 +80,7 @@ pub fn stamp(now_ms: i64) -> String {
 pub fn check(path: &Path) -> Result<Checked> {
     integrity(path)?;
     let conn = open_read_only(path)?;
-    let schema_version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    let schema_version: i64 = conn.row("PRAGMA user_version", [], |r| r.get(0))?;
     let v = audit::verify(&conn)?;
     if !v.ok {
         return Err(Error::Startup(format!(
@@ -114,7 +115,7 @@ fn open_read_only(path: &Path) -> Result<Connection> {
     let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
         .map_err(|e| Error::Startup(format!("{} does not open as a database: {e}", path.display())))?;
     // A file that is not SQLite opens lazily and fails at the first read: say so.
-    conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get::<_, i64>(0))
+    conn.row("SELECT count(*) FROM sqlite_master", [], |r| r.get::<_, i64>(0))
         .map_err(|e| Error::Startup(format!("{} is not a jitgate database: {e}", path.display())))?;
     Ok(conn)
 }

@@ -1,7 +1,7 @@
 //! Connections and their approval groups. A deleted connection keeps its row for the
 //! requests that point at it, frees its name, and ends every open request on it.
 
-use super::{found, requests, users, Page};
+use super::{found, requests, users, CachedRow, Page};
 use crate::audit;
 use crate::domain::duration;
 use crate::domain::policy::{Connection, Kind};
@@ -33,7 +33,7 @@ fn row(r: &Row<'_>) -> rusqlite::Result<(i64, Connection)> {
 /// A live connection by name, with its internal id.
 pub fn get_with_id(conn: &Db, name: &str) -> Result<(i64, Connection)> {
     let sql = format!("SELECT {COLUMNS} FROM connections WHERE name = ?1 AND deleted_at IS NULL");
-    let (id, mut c) = found("connection", name, conn.query_row(&sql, [name], row))?;
+    let (id, mut c) = found("connection", name, conn.row(&sql, [name], row))?;
     c.approval_groups = groups_of(conn, id)?;
     Ok((id, c))
 }
@@ -45,7 +45,7 @@ pub fn get(conn: &Db, name: &str) -> Result<Connection> {
 /// Any connection by id, deleted ones included (requests outlive their connection).
 pub fn get_by_id(conn: &Db, id: i64) -> Result<Connection> {
     let sql = format!("SELECT {COLUMNS} FROM connections WHERE id = ?1");
-    let (_, mut c) = found("connection", &id.to_string(), conn.query_row(&sql, [id], row))?;
+    let (_, mut c) = found("connection", &id.to_string(), conn.row(&sql, [id], row))?;
     c.approval_groups = groups_of(conn, id)?;
     Ok(c)
 }

@@ -2,6 +2,7 @@
 //! `schema.sql` in one step; an older one climbs the ordered steps in `migrations/`.
 //! A database newer than this binary is refused: a downgrade could lose data.
 
+use super::CachedRow;
 use crate::error::{Error, Result};
 use rusqlite::Connection;
 
@@ -28,7 +29,7 @@ pub fn pending_upgrade(conn: &Connection) -> Result<Option<i64>> {
 
 /// `PRAGMA user_version`, refusing one newer than this binary knows.
 fn current_version(conn: &Connection) -> Result<i64> {
-    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    let version: i64 = conn.row("PRAGMA user_version", [], |r| r.get(0))?;
     let latest = latest_version();
     if version > latest {
         return Err(Error::Startup(format!(
@@ -59,7 +60,7 @@ pub fn migrate(conn: &mut Connection) -> Result<()> {
 }
 
 fn is_empty(conn: &Connection) -> Result<bool> {
-    let n: i64 = conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))?;
+    let n: i64 = conn.row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))?;
     Ok(n == 0)
 }
 

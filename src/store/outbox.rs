@@ -11,6 +11,7 @@
 //! is sent again (it carries the same event id, so a receiver can drop the copy):
 //! losing an approval request is worse than saying it twice.
 
+use super::CachedRow;
 use crate::error::Result;
 use rusqlite::{params, Connection, Transaction};
 
@@ -137,7 +138,7 @@ pub fn interrupt_running(tx: &Transaction<'_>, now: i64) -> Result<Vec<(String, 
 /// When the next claimable delivery is due.
 pub fn next_due(conn: &Connection) -> Result<Option<i64>> {
     let sql = format!("SELECT min(d.next_at) FROM outbox_deliveries d WHERE {CLAIMABLE}");
-    Ok(conn.query_row(&sql, [], |r| r.get(0))?)
+    Ok(conn.row(&sql, [], |r| r.get(0))?)
 }
 
 /// One delivery as the admin API lists it.
@@ -204,7 +205,7 @@ pub fn dead_by_kind(conn: &Connection) -> Result<Vec<(String, i64)>> {
 
 /// (waiting, failed for good) for /metrics.
 pub fn depth(conn: &Connection) -> Result<(i64, i64)> {
-    Ok(conn.query_row(
+    Ok(conn.row(
         "SELECT (SELECT count(*) FROM outbox WHERE dispatched = 0) + (SELECT count(*) FROM outbox_deliveries WHERE state IN ('pending', 'running')),
                 (SELECT count(*) FROM outbox_deliveries WHERE state IN ('failed', 'interrupted'))",
         [],

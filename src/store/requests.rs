@@ -2,7 +2,7 @@
 //! asks the domain rule, and saves the result together with its audit event, inside
 //! the caller's write transaction.
 
-use super::{connections, found, users, Page};
+use super::{connections, found, users, CachedRow, Page};
 use crate::audit;
 use crate::domain::approval::Tally;
 use crate::domain::policy::Connection;
@@ -67,7 +67,7 @@ fn row(r: &Row<'_>) -> rusqlite::Result<Loaded> {
 }
 
 fn load(conn: &Db, id: &str) -> Result<Loaded> {
-    found("request", id, conn.query_row(&format!("{SELECT} WHERE r.id = ?1"), [id], row))
+    found("request", id, conn.row(&format!("{SELECT} WHERE r.id = ?1"), [id], row))
 }
 
 fn reviews_of(conn: &Db, seq: i64) -> Result<Vec<(Review, i64)>> {
@@ -164,7 +164,7 @@ pub fn create(
     // Validate first: junk never reaches the reuse shortcut.
     let new = rule::create(&policy, &users::actor(requester), duration_text, reason, now)?;
     let live: Option<String> = tx
-        .query_row(
+        .row(
             "SELECT id FROM requests WHERE user_id = ?1 AND connection_id = ?2
              AND ((status = 'PENDING' AND pending_until > ?3) OR (status = 'APPROVED' AND expires_at > ?3)) ORDER BY seq DESC LIMIT 1",
             params![requester.id, connection_id, now],
@@ -312,7 +312,7 @@ pub const EXPIRY_WARNING_MS: i64 = 10 * 60 * 1000;
 /// The moment the expiry timer must next wake: the nearest grant expiry, pending
 /// deadline or expiry warning.
 pub fn next_deadline(conn: &Db) -> Result<Option<i64>> {
-    Ok(conn.query_row(
+    Ok(conn.row(
         "SELECT min(t) FROM (
             SELECT min(expires_at) AS t FROM requests WHERE status = 'APPROVED'
             UNION ALL SELECT min(pending_until) FROM requests WHERE status = 'PENDING'
@@ -451,7 +451,7 @@ const ELIGIBLE: &str = "SELECT cg.connection_id FROM connection_groups cg JOIN g
 /// The live grant of `username` on `connection`, if any (for enforcement points).
 pub fn live_grant(conn: &Db, username: &str, connection: &str, now: i64) -> Result<Option<RequestView>> {
     let id: Option<String> = conn
-        .query_row(
+        .row(
             "SELECT r.id FROM requests r JOIN users u ON u.id = r.user_id JOIN connections c ON c.id = r.connection_id
              WHERE u.username = ?1 AND u.deleted_at IS NULL AND u.disabled = 0 AND c.name = ?2 AND c.deleted_at IS NULL
              AND r.status = 'APPROVED' AND r.expires_at > ?3 ORDER BY r.seq DESC LIMIT 1",
@@ -472,12 +472,12 @@ pub fn count_by_status(conn: &Db) -> Result<Vec<(String, i64)>> {
 /// Grants in force at `now` (APPROVED and not yet expired), for /metrics.
 pub fn active_grants(conn: &Db, now: i64) -> Result<i64> {
     let sql = "SELECT count(*) FROM requests WHERE status = 'APPROVED' AND expires_at > ?1";
-    Ok(conn.query_row(sql, [now], |r| r.get(0))?)
+    Ok(conn.row(sql, [now], |r| r.get(0))?)
 }
 
 /// The creation time of the oldest PENDING request, for /metrics.
 pub fn oldest_pending(conn: &Db) -> Result<Option<i64>> {
-    Ok(conn.query_row("SELECT min(created_at) FROM requests WHERE status = 'PENDING'", [], |r| r.get(0))?)
+    Ok(conn.row("SELECT min(created_at) FROM requests WHERE status = 'PENDING'", [], |r| r.get(0))?)
 }
 
 /// The policy a request is judged by now (its connection's, deleted ones included).

@@ -3,7 +3,7 @@
 //! sessions end in the same transaction. Who may see a session: whoever may see the
 //! request behind it.
 
-use super::Page;
+use super::{CachedRow, Page};
 use crate::error::Result;
 use crate::store::users::User;
 use rusqlite::{params, Connection, OptionalExtension, Row};
@@ -69,7 +69,7 @@ pub fn start(
 ) -> crate::error::Result<Session> {
     use crate::error::Error;
     let row: Option<(i64, i64, String, Option<i64>)> = tx
-        .query_row("SELECT seq, user_id, status, expires_at FROM requests WHERE id = ?1", [request_id], |r| {
+        .row("SELECT seq, user_id, status, expires_at FROM requests WHERE id = ?1", [request_id], |r| {
             Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
         })
         .optional()?;
@@ -147,6 +147,6 @@ pub fn end_for_request(
 /// Whether a session has ended (unknown sessions count as ended).
 pub fn is_ended(conn: &Connection, id: &str) -> crate::error::Result<bool> {
     let ended: Option<bool> =
-        conn.query_row("SELECT ended_at IS NOT NULL FROM sessions WHERE id = ?1", [id], |r| r.get(0)).optional()?;
+        conn.row("SELECT ended_at IS NOT NULL FROM sessions WHERE id = ?1", [id], |r| r.get(0)).optional()?;
     Ok(ended.unwrap_or(true))
 }

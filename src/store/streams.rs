@@ -3,6 +3,7 @@
 //! are written in batches so a busy client costs a commit per batch, not per query.
 
 use super::users::User;
+use super::CachedRow;
 use crate::error::{Error, Result};
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use serde::Serialize;
@@ -44,7 +45,7 @@ pub fn open(
     now: i64,
 ) -> Result<(String, i64)> {
     let session: Option<i64> = tx
-        .query_row(
+        .row(
             "SELECT s.seq FROM sessions s JOIN requests r ON r.seq = s.request_seq
              WHERE s.id = ?1 AND r.id = ?2 AND s.user_id = ?3 AND s.ended_at IS NULL",
             params![session_id, request_id, user.id],

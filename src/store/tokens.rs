@@ -2,7 +2,7 @@
 //! secret is returned once, at creation. Lookups are by hash, so the database never
 //! compares a secret it holds in the clear.
 
-use super::{found, users, Page};
+use super::{found, users, CachedRow, Page};
 use crate::audit;
 use crate::domain::check_name;
 use crate::error::{Error, Result};
@@ -64,7 +64,7 @@ pub fn create(
     check_name("token", name)?;
     let user = users::get(tx, username)?;
     let taken: Option<i64> = tx
-        .query_row("SELECT 1 FROM api_tokens WHERE user_id = ?1 AND name = ?2", params![user.id, name], |r| r.get(0))
+        .row("SELECT 1 FROM api_tokens WHERE user_id = ?1 AND name = ?2", params![user.id, name], |r| r.get(0))
         .optional()?;
     if taken.is_some() {
         return Err(Error::conflict("already_exists", format!("{username} already has a token named {name}")));
@@ -109,7 +109,7 @@ fn token_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Token> {
 
 pub fn get(conn: &Connection, username: &str, id: &str) -> Result<Token> {
     let sql = format!("{TOKEN_SELECT} WHERE u.username = ?1 AND u.deleted_at IS NULL AND t.id = ?2");
-    found("token", id, conn.query_row(&sql, params![username, id], token_row))
+    found("token", id, conn.row(&sql, params![username, id], token_row))
 }
 
 pub fn list(conn: &Connection, username: &str, page: &Page) -> Result<(Vec<Token>, Option<String>)> {
@@ -143,7 +143,7 @@ pub struct Authenticated {
 pub fn authenticate(conn: &Connection, token: &str, now: i64) -> Result<Option<Authenticated>> {
     let hash = secret::hash_token(token);
     Ok(conn
-        .query_row(
+        .row(
             "SELECT t.user_id, t.scope, t.id, t.last_used_at, t.expires_at FROM api_tokens t JOIN users u ON u.id = t.user_id
              WHERE t.token_hash = ?1 AND (t.expires_at IS NULL OR t.expires_at > ?2) AND u.disabled = 0 AND u.deleted_at IS NULL",
             params![hash.as_slice(), now],
@@ -189,7 +189,7 @@ pub fn create_web_session(tx: &Transaction<'_>, user_id: i64, lifetime_ms: i64, 
 pub fn web_session(conn: &Connection, cookie: &str, now: i64) -> Result<Option<(i64, String)>> {
     let hash = secret::hash_token(cookie);
     Ok(conn
-        .query_row(
+        .row(
             "SELECT s.user_id, s.csrf_token FROM web_sessions s JOIN users u ON u.id = s.user_id
              WHERE s.id_hash = ?1 AND s.expires_at > ?2 AND u.disabled = 0 AND u.deleted_at IS NULL",
             params![hash.as_slice(), now],

@@ -1,7 +1,7 @@
 //! Users, groups and group membership. A deleted user keeps its row (requests and
 //! reviews point at it) and frees its name; its tokens, sessions and memberships go.
 
-use super::{found, requests, Page};
+use super::{found, requests, CachedRow, Page};
 use crate::audit;
 use crate::domain::{check_name, check_text, Actor};
 use crate::error::{Error, Result};
@@ -76,7 +76,7 @@ pub fn by_chat_id(conn: &Connection, column: ChatId, id: &str) -> Result<Option<
         ChatId::Mattermost => "mattermost_user_id",
     };
     let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE {column} = ?1 AND deleted_at IS NULL");
-    let user = conn.query_row(&sql, [id], user_row).optional()?;
+    let user = conn.row(&sql, [id], user_row).optional()?;
     user.map(|mut u| {
         u.groups = groups_of(conn, u.id)?;
         Ok(u)
@@ -139,20 +139,20 @@ pub fn create(tx: &Transaction<'_>, actor: &str, new: &NewUser, now: i64) -> Res
 
 fn find_id(conn: &Connection, username: &str) -> Result<Option<i64>> {
     Ok(conn
-        .query_row("SELECT id FROM users WHERE username = ?1 AND deleted_at IS NULL", [username], |r| r.get(0))
+        .row("SELECT id FROM users WHERE username = ?1 AND deleted_at IS NULL", [username], |r| r.get(0))
         .optional()?)
 }
 
 pub fn get(conn: &Connection, username: &str) -> Result<User> {
     let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE username = ?1 AND deleted_at IS NULL");
-    let mut user = found("user", username, conn.query_row(&sql, [username], user_row))?;
+    let mut user = found("user", username, conn.row(&sql, [username], user_row))?;
     user.groups = groups_of(conn, user.id)?;
     Ok(user)
 }
 
 pub fn get_by_id(conn: &Connection, id: i64) -> Result<User> {
     let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE id = ?1 AND deleted_at IS NULL");
-    let mut user = found("user", &id.to_string(), conn.query_row(&sql, [id], user_row))?;
+    let mut user = found("user", &id.to_string(), conn.row(&sql, [id], user_row))?;
     user.groups = groups_of(conn, user.id)?;
     Ok(user)
 }
@@ -188,7 +188,7 @@ pub fn list(conn: &Connection, page: &Page) -> Result<(Vec<User>, Option<String>
 /// The stored password hash and state, for login. `None`: no such live user.
 pub fn credentials(conn: &Connection, username: &str) -> Result<Option<(i64, Option<String>, bool)>> {
     Ok(conn
-        .query_row(
+        .row(
             "SELECT id, password_hash, disabled FROM users WHERE username = ?1 AND deleted_at IS NULL",
             [username],
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
@@ -229,7 +229,7 @@ pub fn update(tx: &Transaction<'_>, actor: &str, username: &str, patch: &Patch, 
         if let Some(id) = value {
             check_chat_id(column, id)?;
             let taken: Option<String> = tx
-                .query_row(
+                .row(
                     &format!("SELECT username FROM users WHERE {column} = ?1 AND deleted_at IS NULL AND id != ?2"),
                     params![id, user.id],
                     |r| r.get(0),
@@ -290,11 +290,8 @@ pub fn delete(tx: &Transaction<'_>, actor: &str, username: &str, now: i64) -> Re
 }
 
 pub fn count_admins(conn: &Connection) -> Result<i64> {
-    Ok(conn.query_row(
-        "SELECT count(*) FROM users WHERE admin = 1 AND disabled = 0 AND deleted_at IS NULL",
-        [],
-        |r| r.get(0),
-    )?)
+    Ok(conn
+        .row("SELECT count(*) FROM users WHERE admin = 1 AND disabled = 0 AND deleted_at IS NULL", [], |r| r.get(0))?)
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -315,14 +312,14 @@ pub fn create_group(tx: &Transaction<'_>, actor: &str, name: &str, now: i64) -> 
 }
 
 pub fn group_id(conn: &Connection, name: &str) -> Result<i64> {
-    found("group", name, conn.query_row("SELECT id FROM groups WHERE name = ?1", [name], |r| r.get(0)))
+    found("group", name, conn.row("SELECT id FROM groups WHERE name = ?1", [name], |r| r.get(0)))
 }
 
 pub fn get_group(conn: &Connection, name: &str) -> Result<Group> {
     let (id, created_at): (i64, i64) = found(
         "group",
         name,
-        conn.query_row("SELECT id, created_at FROM groups WHERE name = ?1", [name], |r| Ok((r.get(0)?, r.get(1)?))),
+        conn.row("SELECT id, created_at FROM groups WHERE name = ?1", [name], |r| Ok((r.get(0)?, r.get(1)?))),
     )?;
     let mut stmt = conn.prepare_cached(
         "SELECT u.username FROM group_members m JOIN users u ON u.id = m.user_id WHERE m.group_id = ?1 ORDER BY u.username",
