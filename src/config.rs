@@ -103,12 +103,8 @@ pub struct ServeConfig {
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
     pub workers: usize,
-    pub max_connections: usize,
-    pub max_connections_per_ip: usize,
-    pub handshake_timeout: Duration,
-    pub head_timeout: Duration,
-    pub body_timeout: Duration,
-    pub idle_timeout: Duration,
+    /// The listener's caps and deadlines (defaults: `front::Limits::default()`).
+    pub limits: crate::server::front::Limits,
     pub max_waiters: usize,
     pub login_attempts_per_minute: u32,
     pub session_lifetime: Duration,
@@ -155,7 +151,7 @@ impl ServeConfig {
         if self.workers == 0 || self.workers > 256 {
             return Err(Error::Startup("workers must be between 1 and 256".into()));
         }
-        if self.max_connections == 0 || self.max_connections_per_ip == 0 || self.max_waiters == 0 {
+        if self.limits.max_connections == 0 || self.limits.max_connections_per_ip == 0 || self.max_waiters == 0 {
             return Err(Error::Startup("connection and waiter limits must be at least 1".into()));
         }
         if let Some(b) = &self.backup {

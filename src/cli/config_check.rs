@@ -56,12 +56,12 @@ fn effective(c: &ServeConfig) -> Value {
         "workers": c.workers,
         "allow_root": c.allow_root,
         "limits": {
-            "max_connections": c.max_connections,
-            "max_connections_per_ip": c.max_connections_per_ip,
-            "handshake_timeout": secs(c.handshake_timeout),
-            "head_timeout": secs(c.head_timeout),
-            "body_timeout": secs(c.body_timeout),
-            "idle_timeout": secs(c.idle_timeout),
+            "max_connections": c.limits.max_connections,
+            "max_connections_per_ip": c.limits.max_connections_per_ip,
+            "handshake_timeout": secs(c.limits.handshake_timeout),
+            "head_timeout": secs(c.limits.head_timeout),
+            "body_timeout": secs(c.limits.body_timeout),
+            "idle_timeout": secs(c.limits.idle_timeout),
             "max_waiters": c.max_waiters,
         },
         "login": {

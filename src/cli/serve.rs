@@ -5,6 +5,7 @@ use crate::config::{
     setting_duration, BackupFile, FileConfig, PeriodicBackup, ServeConfig, DEFAULT_DATA_DIR, DEFAULT_LISTEN,
 };
 use crate::error::{Error, Result};
+use crate::server::front;
 use clap::builder::BoolishValueParser;
 use clap::Args;
 use std::net::SocketAddr;
@@ -94,6 +95,7 @@ fn pick_duration(key: &str, flag: Option<String>, file: Option<String>, default:
 }
 
 fn resolve(a: ServeArgs) -> Result<ServeConfig> {
+    let d = front::Limits::default();
     let file = match &a.config {
         Some(path) => {
             crate::preflight::check_config_file(path);
@@ -127,12 +129,24 @@ fn resolve(a: ServeArgs) -> Result<ServeConfig> {
         tls_cert: a.tls_cert.or(file.tls_cert),
         tls_key: a.tls_key.or(file.tls_key),
         workers: a.workers.or(file.workers).unwrap_or(8),
-        max_connections: a.max_connections.or(limits.max_connections).unwrap_or(1024),
-        max_connections_per_ip: a.max_connections_per_ip.or(limits.max_connections_per_ip).unwrap_or(128),
-        handshake_timeout: pick_duration("handshake_timeout", a.handshake_timeout, limits.handshake_timeout, 10)?,
-        head_timeout: pick_duration("head_timeout", a.head_timeout, limits.head_timeout, 10)?,
-        body_timeout: pick_duration("body_timeout", a.body_timeout, limits.body_timeout, 30)?,
-        idle_timeout: pick_duration("idle_timeout", a.idle_timeout, limits.idle_timeout, 30)?,
+        // The listener's own defaults, overlaid: one place says what they are.
+        limits: front::Limits {
+            max_connections: a.max_connections.or(limits.max_connections).unwrap_or(d.max_connections),
+            max_connections_per_ip: a
+                .max_connections_per_ip
+                .or(limits.max_connections_per_ip)
+                .unwrap_or(d.max_connections_per_ip),
+            handshake_timeout: pick_duration(
+                "handshake_timeout",
+                a.handshake_timeout,
+                limits.handshake_timeout,
+                d.handshake_timeout.as_secs(),
+            )?,
+            head_timeout: pick_duration("head_timeout", a.head_timeout, limits.head_timeout, d.head_timeout.as_secs())?,
+            body_timeout: pick_duration("body_timeout", a.body_timeout, limits.body_timeout, d.body_timeout.as_secs())?,
+            idle_timeout: pick_duration("idle_timeout", a.idle_timeout, limits.idle_timeout, d.idle_timeout.as_secs())?,
+            ..d.clone()
+        },
         max_waiters: a.max_waiters.or(limits.max_waiters).unwrap_or(256),
         login_attempts_per_minute: a.login_attempts_per_minute.or(login.attempts_per_minute).unwrap_or(10),
         session_lifetime: pick_duration("session_lifetime", None, login.session_lifetime, 12 * 3600)?,

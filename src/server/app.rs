@@ -74,7 +74,7 @@ pub fn worker(app: Arc<App>, server: Arc<tiny_http::Server>) {
 }
 
 fn handle(app: &Arc<App>, mut request: tiny_http::Request) {
-    let req = match read_req(&mut request, app.config.behind_proxy) {
+    let req = match read_req(&mut request, &app.config) {
         Ok(req) => req,
         Err(e) => return respond(app, request, "-", Reply::error(&e)),
     };
@@ -137,7 +137,7 @@ fn authorize(app: &App, req: Req, access: Access, params: &[String], now: i64) -
     Ok(Call { req, who, params: params.to_vec(), now })
 }
 
-fn read_req(request: &mut tiny_http::Request, behind_proxy: bool) -> Result<Req> {
+fn read_req(request: &mut tiny_http::Request, config: &ServeConfig) -> Result<Req> {
     let (segments, query) = parse_target(request.url())?;
     let headers: Vec<(String, String)> = request
         .headers()
@@ -149,9 +149,10 @@ fn read_req(request: &mut tiny_http::Request, behind_proxy: bool) -> Result<Req>
         .find(|(k, _)| k.eq_ignore_ascii_case(front::PEER_HEADER))
         .map(|(_, v)| v.clone())
         .unwrap_or_default();
-    let peer = client_address(&tcp_peer, &headers, behind_proxy);
+    let peer = client_address(&tcp_peer, &headers, config.behind_proxy);
     let mut body = Vec::new();
-    let limit = front::Limits::default().max_body_bytes as u64;
+    // The listener enforced the same bound already; this guards the socket behind it.
+    let limit = config.limits.max_body_bytes as u64;
     request.as_reader().take(limit + 1).read_to_end(&mut body)?;
     if body.len() as u64 > limit {
         return Err(Error::TooLarge("request body exceeds 1 MiB".into()));

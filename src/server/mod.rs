@@ -47,7 +47,7 @@ pub fn serve(cfg: ServeConfig) -> Result<()> {
             .map_err(|e| Error::Startup(format!("internal socket {}: {e}", socket.display())))?,
     );
     let gateway = crate::gateway::Gateway::new(store.clone());
-    let front = front::Front::bind(cfg.listen, tls, socket, limits(&cfg))
+    let front = front::Front::bind(cfg.listen, tls, socket, cfg.limits.clone())
         .map_err(|e| Error::Startup(format!("cannot listen on {}: {e}", cfg.listen)))?
         .with_tunnels(gateway.clone());
     let public_url = match &cfg.public_url {
@@ -139,18 +139,6 @@ fn certificate_names(cfg: &ServeConfig) -> Vec<String> {
         }
     }
     names
-}
-
-fn limits(cfg: &ServeConfig) -> front::Limits {
-    front::Limits {
-        max_connections: cfg.max_connections,
-        max_connections_per_ip: cfg.max_connections_per_ip,
-        handshake_timeout: cfg.handshake_timeout,
-        head_timeout: cfg.head_timeout,
-        body_timeout: cfg.body_timeout,
-        idle_timeout: cfg.idle_timeout,
-        ..front::Limits::default()
-    }
 }
 
 /// SIGTERM and SIGINT: wake the long polls (they answer with the current state),
