@@ -11,7 +11,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 pub const CERT_FILE: &str = "tls-cert.pem";
 pub const KEY_FILE: &str = "tls-key.pem";
@@ -112,7 +112,19 @@ pub fn normalize_fingerprint(text: &str) -> Result<[u8; 32]> {
 /// A client configuration that trusts exactly one certificate: the one whose
 /// SHA-256 is `pin`. Signatures are still checked, so the server must hold its key.
 pub fn pinned_client_config(pin: [u8; 32]) -> Result<Arc<rustls::ClientConfig>> {
-    let verifier = Arc::new(PinnedCert { pin, provider: provider() });
+    client_config(Arc::new(PinnedCert { trust: Trust::Pin(pin), provider: provider() }))
+}
+
+/// A client configuration that accepts any certificate and records the one it saw:
+/// only for showing or comparing a fingerprint before trusting it (`jitgate login`),
+/// never to carry a credential.
+pub fn recording_client_config() -> Result<(Arc<rustls::ClientConfig>, SeenCert)> {
+    let seen = Arc::new(Mutex::new(None));
+    let config = client_config(Arc::new(PinnedCert { trust: Trust::Record(Arc::clone(&seen)), provider: provider() }))?;
+    Ok((config, seen))
+}
+
+fn client_config(verifier: Arc<PinnedCert>) -> Result<Arc<rustls::ClientConfig>> {
     let config = rustls::ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| Error::Internal(format!("TLS client setup: {e}")))?
@@ -122,9 +134,20 @@ pub fn pinned_client_config(pin: [u8; 32]) -> Result<Arc<rustls::ClientConfig>> 
     Ok(Arc::new(config))
 }
 
+/// Where a recording verifier leaves the DER of the certificate it saw.
+pub type SeenCert = Arc<Mutex<Option<Vec<u8>>>>;
+
+#[derive(Debug)]
+enum Trust {
+    /// Exactly the certificate with this SHA-256.
+    Pin([u8; 32]),
+    /// Any certificate, remembered (signatures are still checked).
+    Record(SeenCert),
+}
+
 #[derive(Debug)]
 struct PinnedCert {
-    pin: [u8; 32],
+    trust: Trust,
     provider: Arc<CryptoProvider>,
 }
 
@@ -137,8 +160,17 @@ impl ServerCertVerifier for PinnedCert {
         _: &[u8],
         _: UnixTime,
     ) -> std::result::Result<ServerCertVerified, rustls::Error> {
+        let pin = match &self.trust {
+            Trust::Record(slot) => {
+                if let Ok(mut slot) = slot.lock() {
+                    *slot = Some(end_entity.as_ref().to_vec());
+                }
+                return Ok(ServerCertVerified::assertion());
+            }
+            Trust::Pin(pin) => pin,
+        };
         let seen: [u8; 32] = Sha256::digest(end_entity.as_ref()).into();
-        if crate::secret::constant_time_eq(&seen, &self.pin) {
+        if crate::secret::constant_time_eq(&seen, pin) {
             Ok(ServerCertVerified::assertion())
         } else {
             Err(rustls::Error::General(format!(

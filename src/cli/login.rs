@@ -10,12 +10,10 @@ use super::{read_stdin_line, Global};
 use crate::error::{Error, Result};
 use crate::tls;
 use clap::Args;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::pki_types::ServerName;
 use serde_json::{json, Value};
 use std::io::{IsTerminal, Write};
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 #[derive(Args, Debug)]
@@ -133,68 +131,15 @@ fn token_name() -> String {
 /// Completes a TLS handshake only to read the certificate the server presents.
 fn peek_certificate(server: &str) -> Result<Vec<u8>> {
     let (host, with_port) = crate::gateway::client::endpoint(server)?;
-    let seen = Arc::new(Recorder::default());
-    let provider = crate::tls::provider();
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| Error::Internal(format!("TLS: {e}")))?
-        .dangerous()
-        .with_custom_certificate_verifier(seen.clone())
-        .with_no_client_auth();
+    let (config, seen) = crate::tls::recording_client_config()?;
     let name =
         ServerName::try_from(host.to_string()).map_err(|_| Error::bad("bad_url", format!("bad host {host:?}")))?;
-    let mut conn =
-        rustls::ClientConnection::new(Arc::new(config), name).map_err(|e| Error::Connect(format!("TLS: {e}")))?;
+    let mut conn = rustls::ClientConnection::new(config, name).map_err(|e| Error::Connect(format!("TLS: {e}")))?;
     let mut tcp = crate::gateway::client::dial(&with_port, Duration::from_secs(10))?;
     tcp.set_read_timeout(Some(Duration::from_secs(10)))?;
     while conn.is_handshaking() {
         conn.complete_io(&mut tcp).map_err(|e| Error::Connect(format!("TLS handshake with {server}: {e}")))?;
     }
-    let cert = seen.cert.lock().map_err(|_| Error::Internal("lock".into()))?.clone();
+    let cert = seen.lock().map_err(|_| Error::Internal("lock".into()))?.clone();
     cert.ok_or_else(|| Error::Connect(format!("{server} presented no certificate")))
-}
-
-/// Accepts any certificate and remembers it; used only to show or compare a pin,
-/// never to carry a credential.
-#[derive(Debug, Default)]
-struct Recorder {
-    cert: Mutex<Option<Vec<u8>>>,
-}
-
-impl ServerCertVerifier for Recorder {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        _: &[CertificateDer<'_>],
-        _: &ServerName<'_>,
-        _: &[u8],
-        _: UnixTime,
-    ) -> std::result::Result<ServerCertVerified, rustls::Error> {
-        if let Ok(mut slot) = self.cert.lock() {
-            *slot = Some(end_entity.as_ref().to_vec());
-        }
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        _: &[u8],
-        _: &CertificateDer<'_>,
-        _: &rustls::DigitallySignedStruct,
-    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        Ok(HandshakeSignatureValid::assertion())
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        _: &[u8],
-        _: &CertificateDer<'_>,
-        _: &rustls::DigitallySignedStruct,
-    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        Ok(HandshakeSignatureValid::assertion())
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        crate::tls::provider().signature_verification_algorithms.supported_schemes()
-    }
 }
