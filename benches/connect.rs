@@ -18,11 +18,10 @@
 
 use serde_json::{json, Value};
 use std::error::Error;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{self, Receiver};
-use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 mod common;
@@ -81,43 +80,13 @@ impl Server {
             .stderr(Stdio::piped())
             .spawn()?;
         let stderr = child.stderr.take().ok_or("no stderr pipe")?;
-        let (tx, rx) = mpsc::channel::<String>();
-        let mut log = std::fs::File::create(dir.join("server.log"))?;
-        thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                let _ = writeln!(log, "{line}");
-                let _ = tx.send(line);
-            }
-        });
-        let (mut base, mut fingerprint) = (None, None);
-        while base.is_none() {
-            let line = rx.recv_timeout(Duration::from_secs(120)).map_err(|_| "the server did not start listening")?;
-            if let Some(fp) = line.split("TLS certificate SHA-256 fingerprint: ").nth(1) {
-                fingerprint = Some(fp.trim().to_string());
-            }
-            if let Some(url) = line.split("listening on ").nth(1) {
-                base = Some(url.trim().to_string());
-            }
-        }
-        let admin: Value = serde_json::from_str(&std::fs::read_to_string(data.join("initial-admin.json"))?)?;
-        // Pin the certificate from the data dir, as the tests do.
-        let pem = std::fs::read(data.join("tls-cert.pem"))?;
-        let der = rustls_pemfile::certs(&mut pem.as_slice()).next().ok_or("no certificate")??;
-        let pinned = jitgate::tls::fingerprint(der.as_ref());
-        let fingerprint = fingerprint.ok_or("no fingerprint in the log")?;
-        if jitgate::tls::normalize_fingerprint(&pinned)? != jitgate::tls::normalize_fingerprint(&fingerprint)? {
-            return Err("the logged fingerprint is not the certificate's".into());
-        }
-        let tls: Arc<rustls::ClientConfig> =
-            jitgate::tls::pinned_client_config(jitgate::tls::normalize_fingerprint(&pinned)?)?;
-        let agent = ureq::AgentBuilder::new().tls_config(tls).timeout(Duration::from_secs(60)).build();
+        let ready = await_ready(stderr, &dir.join("server.log"), &data, Duration::from_secs(120))?;
         Ok(Server {
             child,
-            base: base.ok_or("no address")?,
-            fingerprint,
-            admin_token: admin["token"].as_str().ok_or("no admin token")?.to_string(),
-            agent,
+            base: ready.base,
+            fingerprint: ready.fingerprint,
+            admin_token: ready.admin_token,
+            agent: ready.agent,
         })
     }
 

@@ -312,39 +312,14 @@ impl Server {
                 .stderr(Stdio::piped()),
         )?;
         let stderr = stderr.ok_or("no stderr pipe")?;
-        let (tx, rx) = mpsc::channel::<String>();
-        let mut log = std::fs::File::create(dir.join("server.log"))?;
-        thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                let _ = writeln!(log, "{line}");
-                let _ = tx.send(line);
-            }
-        });
-        let (mut base, mut fingerprint) = (None, None);
-        while base.is_none() {
-            let line = rx.recv_timeout(Duration::from_secs(60)).map_err(|_| "the server did not start listening")?;
-            if let Some(fp) = line.split("TLS certificate SHA-256 fingerprint: ").nth(1) {
-                fingerprint = Some(fp.trim().to_string());
-            }
-            if let Some(url) = line.split("listening on ").nth(1) {
-                base = Some(url.trim().to_string());
-            }
-        }
-        let admin: Value = serde_json::from_str(&std::fs::read_to_string(data.join("initial-admin.json"))?)?;
-        let pem = std::fs::read(data.join(jitgate::tls::CERT_FILE))?;
-        let der = rustls_pemfile::certs(&mut pem.as_slice()).next().ok_or("no certificate")??;
-        let pinned = jitgate::tls::fingerprint(der.as_ref());
-        let fingerprint = fingerprint.unwrap_or_else(|| pinned.clone());
-        let tls = jitgate::tls::pinned_client_config(jitgate::tls::normalize_fingerprint(&pinned)?)?;
-        let agent = ureq::AgentBuilder::new().tls_config(tls).timeout(Duration::from_secs(60)).build();
+        let ready = await_ready(stderr, &dir.join("server.log"), &data, Duration::from_secs(60))?;
         Ok(Server {
             proc,
-            base: base.ok_or("no address")?,
-            fingerprint,
+            base: ready.base,
+            fingerprint: ready.fingerprint,
             data,
-            admin_token: admin["token"].as_str().ok_or("no admin token")?.to_string(),
-            agent,
+            admin_token: ready.admin_token,
+            agent: ready.agent,
         })
     }
 
@@ -732,7 +707,16 @@ fn run() -> Res<()> {
     let cap = (n_streams * 2 + 256).to_string();
     let mut server = Server::start(
         scratch.path(),
-        &["--max-connections", &cap, "--max-connections-per-ip", &cap, "--workers", "8"],
+        &[
+            "--max-connections",
+            &cap,
+            "--max-connections-per-ip",
+            &cap,
+            "--max-streams-per-grant",
+            &cap,
+            "--workers",
+            "8",
+        ],
     )?;
     println!("server {} (pid {}), target {target}", server.base, server.proc.pid);
     server.admin("POST", "/api/v1/users", Some(json!({"username": "alice"})))?;

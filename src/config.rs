@@ -60,6 +60,7 @@ pub struct LimitsFile {
     pub body_timeout: Option<String>,
     pub idle_timeout: Option<String>,
     pub max_waiters: Option<usize>,
+    pub max_streams_per_grant: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -106,6 +107,8 @@ pub struct ServeConfig {
     /// The listener's caps and deadlines (defaults: `front::Limits::default()`).
     pub limits: crate::server::front::Limits,
     pub max_waiters: usize,
+    /// Live tunnel streams one grant may hold (streams count against the connection caps).
+    pub max_streams_per_grant: usize,
     pub login_attempts_per_minute: u32,
     pub session_lifetime: Duration,
     pub allow_root: bool,
@@ -151,7 +154,11 @@ impl ServeConfig {
         if self.workers == 0 || self.workers > 256 {
             return Err(Error::Startup("workers must be between 1 and 256".into()));
         }
-        if self.limits.max_connections == 0 || self.limits.max_connections_per_ip == 0 || self.max_waiters == 0 {
+        if self.limits.max_connections == 0
+            || self.limits.max_connections_per_ip == 0
+            || self.max_waiters == 0
+            || self.max_streams_per_grant == 0
+        {
             return Err(Error::Startup("connection and waiter limits must be at least 1".into()));
         }
         if let Some(b) = &self.backup {

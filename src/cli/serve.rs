@@ -68,6 +68,9 @@ pub struct ServeArgs {
     /// Long polls parked at once at most [default: 256].
     #[arg(long, env = "JITGATE_MAX_WAITERS", value_name = "N")]
     max_waiters: Option<usize>,
+    /// Live tunnel streams one grant may hold [default: 32].
+    #[arg(long, env = "JITGATE_MAX_STREAMS_PER_GRANT", value_name = "N")]
+    max_streams_per_grant: Option<usize>,
     /// Login attempts per minute per client address [default: 10].
     #[arg(long, env = "JITGATE_LOGIN_ATTEMPTS_PER_MINUTE", value_name = "N")]
     login_attempts_per_minute: Option<u32>,
@@ -148,6 +151,10 @@ fn resolve(a: ServeArgs) -> Result<ServeConfig> {
             ..d.clone()
         },
         max_waiters: a.max_waiters.or(limits.max_waiters).unwrap_or(256),
+        max_streams_per_grant: a
+            .max_streams_per_grant
+            .or(limits.max_streams_per_grant)
+            .unwrap_or(crate::gateway::MAX_STREAMS_PER_GRANT),
         login_attempts_per_minute: a.login_attempts_per_minute.or(login.attempts_per_minute).unwrap_or(10),
         session_lifetime: pick_duration("session_lifetime", None, login.session_lifetime, 12 * 3600)?,
         allow_root: a.allow_root.or(file.allow_root).unwrap_or(false),

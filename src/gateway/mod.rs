@@ -27,8 +27,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// Live streams one grant may hold: streams count against the listener's connection
-/// caps, so one user must not be able to take every slot of their address.
+/// Live streams one grant may hold by default (`limits.max_streams_per_grant`):
+/// streams count against the listener's connection caps, so one user must not be able
+/// to take every slot of their address.
 pub const MAX_STREAMS_PER_GRANT: usize = 32;
 pub const SESSION_HEADER: &str = "X-Jitgate-Session";
 
@@ -49,11 +50,12 @@ pub struct Gateway {
     /// Live streams by request id, each with the session it belongs to.
     live: Mutex<LiveStreams>,
     pub stats: Stats,
+    max_streams: usize,
 }
 
 impl Gateway {
-    pub fn new(store: Arc<Store>) -> Arc<Gateway> {
-        Arc::new(Gateway { store, live: Mutex::new(HashMap::new()), stats: Stats::default() })
+    pub fn new(store: Arc<Store>, max_streams: usize) -> Arc<Gateway> {
+        Arc::new(Gateway { store, live: Mutex::new(HashMap::new()), stats: Stats::default(), max_streams })
     }
 
     /// Watches for changes and cuts the streams of grants that ended; cuts all at
@@ -152,8 +154,8 @@ impl Gateway {
             }
         };
         let open_now = self.live.lock().map(|l| l.get(&request_id).map_or(0, Vec::len)).unwrap_or(0);
-        if open_now >= MAX_STREAMS_PER_GRANT {
-            let message = format!("{request_id} already has {MAX_STREAMS_PER_GRANT} live streams: close some first");
+        if open_now >= self.max_streams {
+            let message = format!("{request_id} already has {} live streams: close some first", self.max_streams);
             return Err(Error::conflict("too_many_streams", message));
         }
         let session = header(head, SESSION_HEADER).ok_or_else(|| {

@@ -46,7 +46,7 @@ pub fn serve(cfg: ServeConfig) -> Result<()> {
         tiny_http::Server::http_unix(&socket)
             .map_err(|e| Error::Startup(format!("internal socket {}: {e}", socket.display())))?,
     );
-    let gateway = crate::gateway::Gateway::new(store.clone());
+    let gateway = crate::gateway::Gateway::new(store.clone(), cfg.max_streams_per_grant);
     let front = front::Front::bind(cfg.listen, tls, socket, cfg.limits.clone())
         .map_err(|e| Error::Startup(format!("cannot listen on {}: {e}", cfg.listen)))?
         .with_tunnels(gateway.clone());
