@@ -25,6 +25,9 @@ use serde_json::json;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
+/// How long the worker lets changes gather before a pass.
+const COALESCE: Duration = Duration::from_millis(20);
+
 /// Events fanned out per pass (and per write transaction).
 const DISPATCH_BATCH: usize = 256;
 
@@ -97,7 +100,12 @@ impl Worker {
             if next.is_some_and(|t| t <= now_ms()) {
                 continue;
             }
-            self.hub.wait(seen, deadline);
+            if self.hub.wait(seen, deadline) != seen {
+                // Woken by a change: let a burst of transitions gather, so that one
+                // write transaction fans many events out instead of one commit each
+                // (a short, bounded delay for hooks and notifications).
+                std::thread::sleep(COALESCE);
+            }
         }
     }
 
