@@ -137,7 +137,9 @@ pub fn interrupt_running(tx: &Transaction<'_>, now: i64) -> Result<Vec<(String, 
 
 /// When the next claimable delivery is due.
 pub fn next_due(conn: &Connection) -> Result<Option<i64>> {
-    let sql = format!("SELECT min(d.next_at) FROM outbox_deliveries d WHERE {CLAIMABLE}");
+    let sql = format!(
+        "SELECT min(d.next_at) FROM outbox_deliveries d JOIN outbox o ON o.seq = d.event_seq WHERE {CLAIMABLE}"
+    );
     Ok(conn.row(&sql, [], |r| r.get(0))?)
 }
 
@@ -211,4 +213,33 @@ pub fn depth(conn: &Connection) -> Result<(i64, i64)> {
         [],
         |r| Ok((r.get(0)?, r.get(1)?)),
     )?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Store;
+
+    #[test]
+    fn next_due_sees_each_sinks_head_and_each_requests_first_hook() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("t.db")).unwrap();
+        assert_eq!(store.read(next_due).unwrap(), None, "nothing queued");
+        store
+            .write(|tx| {
+                enqueue(tx, "request.approved", "req_a", 1)?;
+                enqueue(tx, "request.revoked", "req_a", 2)?;
+                for e in undispatched(tx, 10)? {
+                    dispatch(tx, e.seq, &["hook:0:on_grant".into(), "webhook:0".into()], 100 + e.seq)?;
+                }
+                Ok(())
+            })
+            .unwrap();
+        // The first event's deliveries are the heads; the second waits behind them.
+        assert_eq!(store.read(next_due).unwrap(), Some(101));
+        let claimed = store.write(|tx| claim_due(tx, 1_000, 16)).unwrap();
+        let seqs: Vec<i64> = claimed.iter().map(|d| d.event_seq).collect();
+        assert_eq!(seqs, vec![1, 1], "one hook and one webhook delivery, both of the first event");
+        assert_eq!(store.read(next_due).unwrap(), None, "the rest waits while the heads run");
+    }
 }
