@@ -22,12 +22,14 @@ use super::{EXIT_CANCELLED, EXIT_REJECTED, EXIT_REVOKED};
 use crate::domain::duration::humanize;
 use crate::error::{Error, Result};
 use crate::gateway::client::Dialer;
-use crate::gateway::relay::{self, Cut, NoTap};
+use crate::gateway::engine::{Engine, Job};
+use crate::gateway::relay::{Cut, NoTap, Relay};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Value};
 use std::io::IsTerminal;
 use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Args, Debug)]
@@ -241,14 +243,21 @@ fn serve_local_port(
     };
     let dialer = Dialer { server: api.target.server.clone(), tls, token: api.target.token.clone().unwrap_or_default() };
     let (request_id, session_id) = (request_id.to_string(), session_id.to_string());
+    // A few relay threads serve every stream of this session; each stream's TLS
+    // handshake and upgrade run on a short-lived thread of their own first.
+    let engine = Arc::new(Engine::start("relay", crate::gateway::relay_threads().min(2))?);
     std::thread::Builder::new().name("local-port".into()).spawn(move || {
         for local in listener.incoming().flatten() {
             let (dialer, request_id, session_id) = (dialer.clone(), request_id.clone(), session_id.clone());
-            let _ = std::thread::Builder::new().name("stream".into()).spawn(move || {
-                match dialer.open(&request_id, &session_id) {
-                    Ok((tunnel, early)) => {
-                        let cut = Cut::default();
-                        relay::run(tunnel, local, early, None, &cut, &mut NoTap);
+            let engine = Arc::clone(&engine);
+            let _ = std::thread::Builder::new().name("stream-open".into()).spawn(move || {
+                let opened = dialer.open(&request_id, &session_id).and_then(|(tunnel, early)| {
+                    Relay::new(tunnel, local, &early, Box::new(NoTap)).map_err(Error::from)
+                });
+                match opened {
+                    Ok(relay) => {
+                        let job = Job { relay, deadline: None, cut: Arc::new(Cut::default()), done: Box::new(|_| {}) };
+                        engine.spawn(job);
                     }
                     Err(e) => eprintln!("jitgate: stream refused: {}", e.log_detail()),
                 }

@@ -7,6 +7,9 @@
 //! stream of a grant the moment it is revoked or ended (woken by the hub, not polled).
 
 pub mod client;
+pub mod engine;
+#[cfg(test)]
+mod engine_tests;
 pub mod hooks;
 pub mod pgwire;
 pub mod relay;
@@ -19,11 +22,14 @@ use crate::server::front::{Reject, RequestHead, TunnelClosed, TunnelOpen, Tunnel
 use crate::store::tokens::{self, Scope};
 use crate::store::{requests, streams, users, Store};
 use crate::time::now_ms;
-use relay::{Cut, NoTap, Outcome};
+use engine::Engine;
+use relay::{Cut, NoTap, Outcome, Relay, Tunnel};
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -46,16 +52,56 @@ type LiveStreams = HashMap<String, Vec<(String, Arc<Cut>)>>;
 
 pub struct Gateway {
     store: Arc<Store>,
-    /// Live streams by request id, to cut them when the grant ends.
-    /// Live streams by request id, each with the session it belongs to.
-    live: Mutex<LiveStreams>,
-    pub stats: Stats,
+    /// Live streams by request id, each with the session it belongs to, to cut them
+    /// when the grant or the session ends.
+    live: Arc<Mutex<LiveStreams>>,
+    pub stats: Arc<Stats>,
     max_streams: usize,
+    engine: Engine,
+    recorder: Mutex<Option<(Sender<Record>, JoinHandle<()>)>>,
+}
+
+/// Database writes of the relays, done on a thread of their own so that a relay
+/// thread never waits for a commit.
+enum Record {
+    Queries(i64, Vec<pgwire::Captured>),
+    Closed(i64, Outcome, i64),
 }
 
 impl Gateway {
-    pub fn new(store: Arc<Store>, max_streams: usize) -> Arc<Gateway> {
-        Arc::new(Gateway { store, live: Mutex::new(HashMap::new()), stats: Stats::default(), max_streams })
+    /// `relay_threads` shards relay the streams (see `engine.rs`).
+    pub fn new(store: Arc<Store>, max_streams: usize, relay_threads: usize) -> std::io::Result<Arc<Gateway>> {
+        let engine = Engine::start("relay", relay_threads)?;
+        let (tx, rx) = mpsc::channel::<Record>();
+        let writer = Arc::clone(&store);
+        let thread = std::thread::Builder::new().name("tunnel-record".into()).spawn(move || {
+            for record in rx {
+                record_one(&writer, record);
+            }
+        })?;
+        Ok(Arc::new(Gateway {
+            store,
+            live: Arc::default(),
+            stats: Arc::default(),
+            max_streams,
+            engine,
+            recorder: Mutex::new(Some((tx, thread))),
+        }))
+    }
+
+    /// Ends every stream and waits until their ends are recorded (at shutdown, after
+    /// the listener stopped).
+    pub fn stop(&self) {
+        self.engine.stop("server stopping");
+        let recorder = self.recorder.lock().ok().and_then(|mut r| r.take());
+        if let Some((tx, thread)) = recorder {
+            drop(tx);
+            let _ = thread.join();
+        }
+    }
+
+    fn recorder(&self) -> Option<Sender<Record>> {
+        self.recorder.lock().ok().and_then(|r| r.as_ref().map(|(tx, _)| tx.clone()))
     }
 
     /// Watches for changes and cuts the streams of grants that ended; cuts all at
@@ -180,15 +226,10 @@ impl Gateway {
         self.stats.streams_open.fetch_add(1, Ordering::Relaxed);
         self.stats.streams_total.fetch_add(1, Ordering::Relaxed);
         let deadline = Instant::now() + Duration::from_millis((expires_at - now).max(0) as u64);
-        let tap: Box<dyn relay::Tap + Send> = match conn.kind {
-            Kind::Postgres => {
-                let store = Arc::clone(&self.store);
-                Box::new(pgwire::PgTap::new(move |batch: Vec<pgwire::Captured>| {
-                    if let Err(e) = store.write(|tx| streams::record_queries(tx, stream_seq, &batch)) {
-                        crate::warn!("cannot record queries of a stream: {}", e.log_detail());
-                    }
-                }))
-            }
+        let tap: Box<dyn relay::Tap> = match (conn.kind, self.recorder()) {
+            (Kind::Postgres, Some(recorder)) => Box::new(pgwire::PgTap::new(move |batch: Vec<pgwire::Captured>| {
+                let _ = recorder.send(Record::Queries(stream_seq, batch));
+            })),
             _ => Box::new(NoTap),
         };
         let headers = vec![
@@ -217,6 +258,12 @@ fn connect(target: &str) -> Result<TcpStream> {
     Err(unreachable(last))
 }
 
+/// Relay threads of the server: one per core, at most 8. More would only add
+/// threads; fewer would leave a core idle under many bulk streams.
+pub fn relay_threads() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, 8)
+}
+
 /// Why a grant's streams are cut, in the words the CLI prints.
 fn end_reason(r: &crate::domain::request::Request) -> String {
     let why = r.end_reason.as_deref().map(|w| format!(": {w}")).unwrap_or_default();
@@ -240,31 +287,47 @@ impl Tunnels for Gateway {
         })
     }
 
-    fn closed(&self, closed: TunnelClosed, outcome: &Outcome) {
-        self.stats.streams_open.fetch_sub(1, Ordering::Relaxed);
-        self.stats.bytes_up.fetch_add(outcome.tunnel_to_plain, Ordering::Relaxed);
-        self.stats.bytes_down.fetch_add(outcome.plain_to_tunnel, Ordering::Relaxed);
-        let now = now_ms();
-        let r = self.store.write(|tx| {
-            streams::close(
-                tx,
-                closed.stream_seq,
-                &outcome.reason,
-                outcome.tunnel_to_plain,
-                outcome.plain_to_tunnel,
-                now,
-            )
+    fn relay(&self, open: TunnelOpen, tunnel: Tunnel, early: Vec<u8>, ended: Box<dyn FnOnce() + Send>) {
+        let TunnelOpen { target, deadline, cut, tap, closed, .. } = open;
+        let (live, stats, recorder) = (Arc::clone(&self.live), Arc::clone(&self.stats), self.recorder());
+        let done: engine::Done = Box::new(move |outcome: Outcome| {
+            stream_ended(&live, &stats, &closed, &outcome);
+            if let Some(r) = recorder {
+                let _ = r.send(Record::Closed(closed.stream_seq, outcome, now_ms()));
+            }
+            ended();
         });
-        if let Err(e) = r {
-            crate::error!("cannot record the end of a stream: {}", e.log_detail());
+        match Relay::new(tunnel, target, &early, tap) {
+            Ok(relay) => self.engine.spawn(engine::Job { relay, deadline: Some(deadline), cut, done }),
+            Err(e) => done(Outcome { reason: format!("error: {e}"), ..Outcome::default() }),
         }
-        if let Ok(mut live) = self.live.lock() {
-            if let Some(list) = live.get_mut(&closed.request_id) {
-                list.retain(|(_, c)| !Arc::ptr_eq(c, &closed.cut));
-                if list.is_empty() {
-                    live.remove(&closed.request_id);
-                }
+    }
+}
+
+/// The in-memory side of a stream's end (the database side goes to the recorder).
+fn stream_ended(live: &Mutex<LiveStreams>, stats: &Stats, closed: &TunnelClosed, outcome: &Outcome) {
+    stats.streams_open.fetch_sub(1, Ordering::Relaxed);
+    stats.bytes_up.fetch_add(outcome.tunnel_to_plain, Ordering::Relaxed);
+    stats.bytes_down.fetch_add(outcome.plain_to_tunnel, Ordering::Relaxed);
+    if let Ok(mut live) = live.lock() {
+        if let Some(list) = live.get_mut(&closed.request_id) {
+            list.retain(|(_, c)| !Arc::ptr_eq(c, &closed.cut));
+            if list.is_empty() {
+                live.remove(&closed.request_id);
             }
         }
+    }
+}
+
+fn record_one(store: &Store, record: Record) {
+    let written = match &record {
+        Record::Queries(seq, batch) => store.write(|tx| streams::record_queries(tx, *seq, batch)),
+        Record::Closed(seq, o, at) => {
+            store.write(|tx| streams::close(tx, *seq, &o.reason, o.tunnel_to_plain, o.plain_to_tunnel, *at))
+        }
+    };
+    if let Err(e) = written {
+        let what = if matches!(record, Record::Queries(..)) { "queries of" } else { "the end of" };
+        crate::error!("cannot record {what} a stream: {}", e.log_detail());
     }
 }

@@ -148,7 +148,17 @@ fn cstring(body: &[u8], from: usize) -> &[u8] {
     &rest[..rest.iter().position(|b| *b == 0).unwrap_or(rest.len())]
 }
 
-impl<F: FnMut(Vec<Captured>)> Tap for PgTap<F> {
+impl<F: FnMut(Vec<Captured>) + Send> Tap for PgTap<F> {
+    /// Once the startup message went by, bytes go on untouched (a copy is parsed).
+    fn passthrough(&self) -> bool {
+        self.startup_done
+    }
+
+    fn observe(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+        self.messages();
+    }
+
     fn tunnel_to_plain(&mut self, bytes: &[u8], forward: &mut Vec<u8>, reply: &mut Vec<u8>) {
         if !self.startup_done {
             self.buf.extend_from_slice(bytes);
@@ -163,12 +173,11 @@ impl<F: FnMut(Vec<Captured>)> Tap for PgTap<F> {
             return;
         }
         forward.extend_from_slice(bytes);
-        self.buf.extend_from_slice(bytes);
-        self.messages();
+        self.observe(bytes);
     }
 
-    fn flush_due_in(&self) -> Option<std::time::Duration> {
-        (!self.batch.is_empty()).then(|| FLUSH_EVERY.saturating_sub(self.last_flush.elapsed()))
+    fn pending(&self) -> bool {
+        !self.batch.is_empty()
     }
 
     fn flush(&mut self, last: bool) {

@@ -1,54 +1,27 @@
-//! The relay: one thread moves bytes both ways between the tunnel side (TLS, or
-//! plain on loopback) and a plain TCP socket, until either side closes, the grant's
-//! deadline passes, or the stream is cut (revoke, end, shutdown). Both sockets are
-//! non-blocking and watched by one `polling::Poller`; a cut wakes it at once.
+//! One tunnel stream as a non-blocking state machine: bytes both ways between the
+//! tunnel side (TLS, or plain on loopback) and a plain TCP socket. It does no waiting
+//! of its own: the relay engine (`engine.rs`) tells it which sockets became ready and
+//! calls [`Relay::advance`], which moves what it can and says whether to come back.
 //!
-//! The same loop serves both ends of a tunnel: the server (client's TLS ↔ target)
+//! Readiness is edge-triggered: a flag stays set until a call on that socket says
+//! `WouldBlock`, or a read comes back shorter than the buffer (the socket was drained;
+//! any byte that arrives later raises a new edge). So a full backlog never needs its
+//! interest re-armed: the flag simply waits until the other side drains.
+//!
+//! Backlog is bounded by construction: the tunnel socket is read only when rustls has
+//! no plaintext left to deliver, and the plain socket only when rustls has no TLS left
+//! to send. Plaintext from rustls goes to the plain socket straight from rustls' own
+//! buffer (`BufRead`), not through a copy of ours.
+//!
+//! The same machine serves both ends of a tunnel: the server (client's TLS ↔ target)
 //! and `jitgate connect` (server's TLS ↔ the local application).
 
-use polling::{Event, Events, PollMode, Poller};
-use std::io::{self, Read, Write};
+use std::io::{self, BufRead, Read, Write};
 use std::net::{Shutdown, TcpStream};
-use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::sync::Mutex;
 
-const CHUNK: usize = 64 * 1024;
-/// Backlog toward one side before we stop reading from the other.
-const MAX_BACKLOG: usize = 512 * 1024;
-/// TLS records read per wake-up at most (fairness between the two directions).
-const TLS_READS_PER_WAKE: usize = 8;
-const TUNNEL: usize = 0;
-const PLAIN: usize = 1;
-
-/// A stop signal for one relay: the reason, and the poller to wake.
-#[derive(Default)]
-pub struct Cut {
-    state: Mutex<(Option<String>, Option<Arc<Poller>>)>,
-}
-
-impl Cut {
-    /// Ends the relay as soon as its thread wakes (at once).
-    pub fn cut(&self, reason: &str) {
-        if let Ok(mut s) = self.state.lock() {
-            if s.0.is_none() {
-                s.0 = Some(reason.to_string());
-            }
-            if let Some(p) = &s.1 {
-                let _ = p.notify();
-            }
-        }
-    }
-
-    fn reason(&self) -> Option<String> {
-        self.state.lock().ok().and_then(|s| s.0.clone())
-    }
-
-    fn attach(&self, poller: Arc<Poller>) {
-        if let Ok(mut s) = self.state.lock() {
-            s.1 = Some(poller);
-        }
-    }
-}
+/// Bytes moved per direction in one turn before other streams get theirs.
+const TURN_BUDGET: usize = 1024 * 1024;
 
 /// What a side of the tunnel speaks.
 pub enum Tunnel {
@@ -57,33 +30,80 @@ pub enum Tunnel {
 }
 
 impl Tunnel {
-    fn sock(&self) -> &TcpStream {
+    pub fn sock(&self) -> &TcpStream {
         match self {
             Tunnel::Tls(_, s) | Tunnel::Plain(s) => s,
         }
     }
 }
 
-/// Looks at (and may rewrite) the bytes going from the tunnel to the plain side:
-/// `forward` gets what goes on, `reply` what is answered to the tunnel instead.
-pub trait Tap {
-    fn tunnel_to_plain(&mut self, bytes: &[u8], forward: &mut Vec<u8>, reply: &mut Vec<u8>);
-    /// Called now and then and at the end, to flush what it collected.
-    fn flush(&mut self, _final: bool) {}
-    /// When the relay should wake to call `flush` even if no byte moves.
-    fn flush_due_in(&self) -> Option<std::time::Duration> {
-        None
+/// A stop signal for one stream: the first reason wins; the engine that runs the
+/// stream is told at once.
+#[derive(Default)]
+pub struct Cut {
+    state: Mutex<CutState>,
+}
+
+#[derive(Default)]
+struct CutState {
+    reason: Option<String>,
+    notify: Option<Box<dyn Fn() + Send>>,
+}
+
+impl Cut {
+    /// Ends the stream as soon as its engine thread wakes (at once).
+    pub fn cut(&self, reason: &str) {
+        if let Ok(mut s) = self.state.lock() {
+            if s.reason.is_none() {
+                s.reason = Some(reason.to_string());
+            }
+            if let Some(notify) = &s.notify {
+                notify();
+            }
+        }
+    }
+
+    pub fn reason(&self) -> Option<String> {
+        self.state.lock().ok().and_then(|s| s.reason.clone())
+    }
+
+    /// Who to tell on a cut (the engine); told at once if the cut came first.
+    pub(super) fn on_cut(&self, notify: Box<dyn Fn() + Send>) {
+        if let Ok(mut s) = self.state.lock() {
+            if s.reason.is_some() {
+                notify();
+            }
+            s.notify = Some(notify);
+        }
+    }
+}
+
+/// Looks at (and may rewrite) the bytes going from the tunnel to the plain side.
+pub trait Tap: Send {
+    /// True while bytes go on unchanged: the relay then writes them straight through
+    /// and shows them to [`Tap::observe`]. While false, [`Tap::tunnel_to_plain`] decides.
+    fn passthrough(&self) -> bool {
+        true
+    }
+    /// Sees bytes that went on unchanged, in order, each once.
+    fn observe(&mut self, _bytes: &[u8]) {}
+    /// `forward` gets what goes on, `reply` what is answered to the tunnel instead.
+    fn tunnel_to_plain(&mut self, bytes: &[u8], forward: &mut Vec<u8>, _reply: &mut Vec<u8>) {
+        forward.extend_from_slice(bytes);
+        self.observe(bytes);
+    }
+    /// Called now and then and at the end (`last`), to hand over what it collected.
+    fn flush(&mut self, _last: bool) {}
+    /// Whether it holds something that `flush` would hand over.
+    fn pending(&self) -> bool {
+        false
     }
 }
 
 /// Forwards everything untouched.
 pub struct NoTap;
 
-impl Tap for NoTap {
-    fn tunnel_to_plain(&mut self, bytes: &[u8], forward: &mut Vec<u8>, _: &mut Vec<u8>) {
-        forward.extend_from_slice(bytes);
-    }
-}
+impl Tap for NoTap {}
 
 #[derive(Debug, Default, Clone)]
 pub struct Outcome {
@@ -93,177 +113,341 @@ pub struct Outcome {
     pub reason: String,
 }
 
-struct Relay<'a> {
+/// What [`Relay::advance`] asks of the engine.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Turn {
+    /// Nothing more to do until a socket becomes ready.
+    Wait,
+    /// The turn's budget ran out with work left: come back after the others.
+    More,
+    /// The stream is over (both sides closed and everything delivered).
+    Done(&'static str),
+}
+
+/// Which socket an edge came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Side {
+    Tunnel,
+    Plain,
+}
+
+pub struct Relay {
     tunnel: Tunnel,
     plain: TcpStream,
+    tap: Box<dyn Tap>,
+    /// Edge-triggered readiness: set by the engine, cleared by `WouldBlock` or a
+    /// short read.
+    tunnel_readable: bool,
+    tunnel_writable: bool,
+    plain_readable: bool,
+    plain_writable: bool,
+    /// The peer hung up (or the socket failed): a short read no longer means
+    /// drained, as the end of stream may wait behind the data; read until it shows.
+    tunnel_hup: bool,
+    plain_hup: bool,
+    /// TLS bytes read from the tunnel that rustls could not take yet (rare: only
+    /// while the plain side is slow).
+    tls_pending: Vec<u8>,
+    /// Plaintext for the plain side that could not be written straight through.
     to_plain: Vec<u8>,
-    /// Plaintext waiting for the tunnel side (plain tunnels only; rustls buffers its own).
+    /// Plaintext for the tunnel side (plain tunnels only; rustls buffers its own).
     to_tunnel: Vec<u8>,
+    /// The tunnel's TCP stream ended (rustls may still hold plaintext to deliver).
+    tunnel_sock_eof: bool,
     tunnel_eof: bool,
     plain_eof: bool,
     plain_write_shut: bool,
     tunnel_write_shut: bool,
     out: Outcome,
-    tap: &'a mut dyn Tap,
-    /// One read buffer for the life of the stream (taken out while in use).
-    scratch: Vec<u8>,
 }
 
-/// Runs until the stream ends; `early` is plaintext already read from the tunnel side.
-pub fn run(
-    tunnel: Tunnel,
-    plain: TcpStream,
-    early: Vec<u8>,
-    deadline: Option<Instant>,
-    cut: &Cut,
-    tap: &mut dyn Tap,
-) -> Outcome {
-    let mut r = Relay {
-        tunnel,
-        plain,
-        to_plain: Vec::new(),
-        to_tunnel: Vec::new(),
-        tunnel_eof: false,
-        plain_eof: false,
-        plain_write_shut: false,
-        tunnel_write_shut: false,
-        out: Outcome::default(),
-        tap,
-        scratch: vec![0u8; CHUNK],
-    };
-    let result = r.run(early, deadline, cut);
-    let failed = result.is_err();
-    r.out.reason = match result {
-        Ok(reason) => reason,
-        Err(e) => format!("error: {e}"),
-    };
-    r.close(failed);
-    r.tap.flush(true);
-    r.out
-}
-
-impl Relay<'_> {
-    fn run(&mut self, early: Vec<u8>, deadline: Option<Instant>, cut: &Cut) -> io::Result<String> {
-        for s in [self.tunnel.sock(), &self.plain] {
+impl Relay {
+    /// A stream ready to run; `early` is plaintext already read from the tunnel side
+    /// (it goes through the tap like the rest).
+    pub fn new(tunnel: Tunnel, plain: TcpStream, early: &[u8], tap: Box<dyn Tap>) -> io::Result<Relay> {
+        for s in [tunnel.sock(), &plain] {
             s.set_nonblocking(true)?;
             let _ = s.set_nodelay(true);
         }
-        // rustls holds what we hand it until the socket takes it; our own backlog rule
-        // (read the plain side only when the tunnel has nothing pending) bounds it, so
-        // its 64 KiB default cap must not turn a full buffer into a short write.
-        if let Tunnel::Tls(c, _) = &mut self.tunnel {
+        let mut r = Relay {
+            tunnel,
+            plain,
+            tap,
+            tunnel_readable: true,
+            tunnel_writable: true,
+            plain_readable: true,
+            plain_writable: true,
+            tunnel_hup: false,
+            plain_hup: false,
+            tls_pending: Vec::new(),
+            to_plain: Vec::new(),
+            to_tunnel: Vec::new(),
+            tunnel_sock_eof: false,
+            tunnel_eof: false,
+            plain_eof: false,
+            plain_write_shut: false,
+            tunnel_write_shut: false,
+            out: Outcome::default(),
+        };
+        if let Tunnel::Tls(c, _) = &mut r.tunnel {
+            // rustls holds what we hand it until the socket takes it; reading the
+            // plain side only when it has nothing pending bounds that, so its 64 KiB
+            // default cap must not turn a full buffer into a short write.
             c.set_buffer_limit(None);
+            c.process_new_packets().map_err(io::Error::other)?;
         }
-        let poller = Arc::new(Poller::new()?);
-        // Level-triggered: interest is changed only when it changes, not every pass.
-        // SAFETY: both sockets outlive their registration: they are deleted from the
-        // poller below, before this function returns and before they are dropped.
-        unsafe {
-            poller.add_with_mode(self.tunnel.sock(), Event::none(TUNNEL), PollMode::Level)?;
-            poller.add_with_mode(&self.plain, Event::none(PLAIN), PollMode::Level)?;
+        if !early.is_empty() {
+            r.filter_into_queue(early)?;
         }
-        cut.attach(poller.clone());
-        let result = self.pump(&poller, early, deadline, cut);
-        let _ = poller.delete(self.tunnel.sock());
-        let _ = poller.delete(&self.plain);
-        result
+        Ok(r)
     }
 
-    fn pump(&mut self, poller: &Poller, early: Vec<u8>, deadline: Option<Instant>, cut: &Cut) -> io::Result<String> {
-        self.accept_from_tunnel(&early)?;
-        self.drain_tls_plaintext()?;
-        let mut events = Events::new();
-        let mut armed = [(false, false); 2];
-        loop {
-            if let Some(reason) = cut.reason() {
-                return Ok(reason);
+    pub fn sockets(&self) -> (&TcpStream, &TcpStream) {
+        (self.tunnel.sock(), &self.plain)
+    }
+
+    /// Notes an edge: `readable` for input, `writable` for room, `hup` when the peer
+    /// hung up or the socket failed (then both: the next call tells which).
+    pub fn ready(&mut self, side: Side, readable: bool, writable: bool, hup: bool) {
+        let (r, w, h) = match side {
+            Side::Tunnel => (&mut self.tunnel_readable, &mut self.tunnel_writable, &mut self.tunnel_hup),
+            Side::Plain => (&mut self.plain_readable, &mut self.plain_writable, &mut self.plain_hup),
+        };
+        *r |= readable || hup;
+        *w |= writable || hup;
+        *h |= hup;
+    }
+
+    pub fn tap_mut(&mut self) -> &mut dyn Tap {
+        self.tap.as_mut()
+    }
+
+    /// Moves what the sockets allow, up to a budget; `scratch` is the engine's shared
+    /// read buffer (nothing is left in it between turns).
+    pub fn advance(&mut self, scratch: &mut [u8]) -> io::Result<Turn> {
+        let down = self.tunnel_to_plain(scratch)?;
+        let up = self.plain_to_tunnel(scratch)?;
+        self.half_close()?;
+        if self.finished() {
+            return Ok(Turn::Done(if self.tunnel_eof { "client closed" } else { "target closed" }));
+        }
+        Ok(if down || up { Turn::More } else { Turn::Wait })
+    }
+
+    /// Ends both sides without waiting: a TLS close_notify if the socket takes it at
+    /// once (not after a failure: the peer must not take that for a clean end), then
+    /// the sockets.
+    pub fn finish(mut self, reason: String, failed: bool) -> Outcome {
+        if let Tunnel::Tls(c, s) = &mut self.tunnel {
+            if !self.tunnel_write_shut && !failed {
+                c.send_close_notify();
             }
-            if deadline.is_some_and(|d| Instant::now() >= d) {
-                return Ok("grant expired".into());
-            }
-            self.write_plain()?;
-            self.write_tunnel()?;
-            self.half_close()?;
-            if self.finished() {
-                return Ok(if self.tunnel_eof { "client closed" } else { "target closed" }.into());
-            }
-            let want = [
-                (self.want_tunnel_read(), self.want_tunnel_write()),
-                (self.want_plain_read(), !self.to_plain.is_empty()),
-            ];
-            if want[TUNNEL] != armed[TUNNEL] {
-                poller.modify_with_mode(
-                    self.tunnel.sock(),
-                    Event::new(TUNNEL, want[TUNNEL].0, want[TUNNEL].1),
-                    PollMode::Level,
-                )?;
-            }
-            if want[PLAIN] != armed[PLAIN] {
-                poller.modify_with_mode(
-                    &self.plain,
-                    Event::new(PLAIN, want[PLAIN].0, want[PLAIN].1),
-                    PollMode::Level,
-                )?;
-            }
-            armed = want;
-            events.clear();
-            let until_deadline = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-            let timeout = match (until_deadline, self.tap.flush_due_in()) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
-            poller.wait(&mut events, timeout)?;
-            // A hung-up socket reports readable whatever we asked for: read only what
-            // we want, so a full backlog is never overrun.
-            for ev in events.iter() {
-                match (ev.key, ev.readable) {
-                    (TUNNEL, true) if self.want_tunnel_read() => self.read_tunnel()?,
-                    (PLAIN, true) if self.want_plain_read() => self.read_plain()?,
-                    _ => {}
+            for _ in 0..4 {
+                if !c.wants_write() || !c.write_tls(s).is_ok_and(|n| n > 0) {
+                    break;
                 }
             }
-            self.tap.flush(false);
         }
+        let _ = self.tunnel.sock().shutdown(Shutdown::Both);
+        let _ = self.plain.shutdown(Shutdown::Both);
+        self.tap.flush(true);
+        self.out.reason = reason;
+        self.out
     }
 
-    fn want_tunnel_read(&self) -> bool {
-        !self.tunnel_eof && self.to_plain.len() < MAX_BACKLOG
+    fn finished(&self) -> bool {
+        self.tunnel_eof && self.plain_eof && self.to_plain.is_empty() && !self.tunnel_output_pending()
     }
 
-    fn want_tunnel_write(&self) -> bool {
+    fn tunnel_output_pending(&self) -> bool {
         match &self.tunnel {
             Tunnel::Tls(c, _) => c.wants_write(),
             Tunnel::Plain(_) => !self.to_tunnel.is_empty(),
         }
     }
 
-    fn want_plain_read(&self) -> bool {
-        !self.plain_eof && !self.want_tunnel_write() && self.to_tunnel.len() < MAX_BACKLOG
-    }
+    // ---- tunnel → plain -------------------------------------------------------------
 
-    fn finished(&self) -> bool {
-        let flushed = self.to_plain.is_empty() && !self.want_tunnel_write();
-        flushed && self.tunnel_eof && self.plain_eof
-    }
-
-    /// Hands tunnel plaintext to the tap, which decides what goes on.
-    fn accept_from_tunnel(&mut self, bytes: &[u8]) -> io::Result<()> {
-        if bytes.is_empty() {
-            return Ok(());
+    /// Returns true if the turn's budget ran out with more to do.
+    fn tunnel_to_plain(&mut self, scratch: &mut [u8]) -> io::Result<bool> {
+        let mut moved = 0usize;
+        loop {
+            if moved >= TURN_BUDGET {
+                return Ok(true);
+            }
+            // 1. What is queued for the plain side goes first.
+            if !self.to_plain.is_empty() {
+                if !self.plain_writable {
+                    return Ok(false);
+                }
+                let n = write_some(&self.plain, &self.to_plain, &mut self.plain_writable)?;
+                self.out.tunnel_to_plain += n as u64;
+                self.to_plain.drain(..n);
+                moved += n;
+                continue;
+            }
+            match &mut self.tunnel {
+                Tunnel::Tls(..) => {
+                    // 2. Plaintext rustls holds, 3. TLS it has not taken yet, 4. the socket.
+                    match self.deliver_tls_plaintext()? {
+                        Delivered::Bytes(n) => {
+                            moved += n;
+                            continue;
+                        }
+                        Delivered::Blocked => return Ok(false),
+                        Delivered::Empty => {}
+                    }
+                    if !self.tls_pending.is_empty() {
+                        let pending = std::mem::take(&mut self.tls_pending);
+                        self.feed_tls(&pending)?;
+                        continue;
+                    }
+                    if !self.tunnel_readable || self.tunnel_sock_eof {
+                        return Ok(false);
+                    }
+                    let Tunnel::Tls(_, sock) = &self.tunnel else { return Ok(false) };
+                    match read_some(sock, scratch, &mut self.tunnel_readable, self.tunnel_hup)? {
+                        None => {}
+                        Some(0) => self.tls_socket_ended()?,
+                        Some(n) => self.feed_tls(&scratch[..n])?,
+                    }
+                }
+                Tunnel::Plain(sock) => {
+                    if !self.tunnel_readable || self.tunnel_eof {
+                        return Ok(false);
+                    }
+                    match read_some(sock, scratch, &mut self.tunnel_readable, self.tunnel_hup)? {
+                        None => {}
+                        Some(0) => self.tunnel_eof = true,
+                        Some(n) => moved += self.deliver(&scratch[..n])?,
+                    }
+                }
+            }
         }
-        let mut forward = Vec::with_capacity(bytes.len());
-        let mut reply = Vec::new();
-        self.tap.tunnel_to_plain(bytes, &mut forward, &mut reply);
-        self.to_plain.extend_from_slice(&forward);
-        if !reply.is_empty() {
-            self.send_to_tunnel(&reply)?;
+    }
+
+    /// Hands rustls TLS bytes; what it cannot take now (its plaintext is full) waits
+    /// in `tls_pending`.
+    fn feed_tls(&mut self, mut bytes: &[u8]) -> io::Result<()> {
+        let Tunnel::Tls(c, _) = &mut self.tunnel else { return Ok(()) };
+        while !bytes.is_empty() {
+            match c.read_tls(&mut bytes) {
+                // After a close_notify rustls takes nothing more: the rest is dropped.
+                Ok(0) => return Ok(()),
+                Ok(_) => {
+                    c.process_new_packets().map_err(io::Error::other)?;
+                }
+                // "received plaintext buffer full": deliver first, feed the rest later.
+                Err(e) if e.kind() == io::ErrorKind::Other => break,
+                Err(e) => return Err(e),
+            }
+        }
+        self.tls_pending.extend_from_slice(bytes);
+        Ok(())
+    }
+
+    /// The tunnel's TCP stream ended: rustls learns it (an end without close_notify
+    /// then reads as `UnexpectedEof` once its plaintext is delivered).
+    fn tls_socket_ended(&mut self) -> io::Result<()> {
+        self.tunnel_sock_eof = true;
+        if let Tunnel::Tls(c, _) = &mut self.tunnel {
+            c.read_tls(&mut &[][..])?;
+            c.process_new_packets().map_err(io::Error::other)?;
         }
         Ok(())
+    }
+
+    fn deliver_tls_plaintext(&mut self) -> io::Result<Delivered> {
+        let Tunnel::Tls(c, _) = &mut self.tunnel else { return Ok(Delivered::Empty) };
+        let mut reader = c.reader();
+        let chunk = match reader.fill_buf() {
+            Ok([]) => {
+                self.tunnel_eof = true; // close_notify, after all plaintext
+                return Ok(Delivered::Empty);
+            }
+            Ok(chunk) => chunk,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                if self.tunnel_sock_eof && self.tls_pending.is_empty() {
+                    self.tunnel_eof = true;
+                }
+                return Ok(Delivered::Empty);
+            }
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                self.tunnel_eof = true;
+                return Ok(Delivered::Empty);
+            }
+            Err(e) => return Err(e),
+        };
+        if self.tap.passthrough() {
+            if !self.plain_writable {
+                return Ok(Delivered::Blocked);
+            }
+            let n = write_some(&self.plain, chunk, &mut self.plain_writable)?;
+            self.tap.observe(&chunk[..n]);
+            reader.consume(n);
+            self.out.tunnel_to_plain += n as u64;
+            return Ok(if n == 0 { Delivered::Blocked } else { Delivered::Bytes(n) });
+        }
+        let (mut forward, mut reply) = (Vec::new(), Vec::new());
+        self.tap.tunnel_to_plain(chunk, &mut forward, &mut reply);
+        let n = chunk.len();
+        reader.consume(n);
+        self.to_plain.extend_from_slice(&forward);
+        self.send_to_tunnel(&reply)?;
+        Ok(Delivered::Bytes(n))
+    }
+
+    /// Plaintext from a plain tunnel: written straight through when the tap allows,
+    /// the rest queued.
+    fn deliver(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        if !self.tap.passthrough() {
+            self.filter_into_queue(bytes)?;
+            return Ok(bytes.len());
+        }
+        let n = if self.plain_writable { write_some(&self.plain, bytes, &mut self.plain_writable)? } else { 0 };
+        self.tap.observe(bytes);
+        self.out.tunnel_to_plain += n as u64;
+        self.to_plain.extend_from_slice(&bytes[n..]);
+        Ok(bytes.len())
+    }
+
+    fn filter_into_queue(&mut self, bytes: &[u8]) -> io::Result<()> {
+        let (mut forward, mut reply) = (Vec::new(), Vec::new());
+        self.tap.tunnel_to_plain(bytes, &mut forward, &mut reply);
+        self.to_plain.extend_from_slice(&forward);
+        self.send_to_tunnel(&reply)
+    }
+
+    // ---- plain → tunnel -------------------------------------------------------------
+
+    fn plain_to_tunnel(&mut self, scratch: &mut [u8]) -> io::Result<bool> {
+        let mut moved = 0usize;
+        loop {
+            self.flush_tunnel()?;
+            if self.tunnel_output_pending() || self.plain_eof || !self.plain_readable {
+                return Ok(false);
+            }
+            if moved >= TURN_BUDGET {
+                return Ok(true);
+            }
+            match read_some(&self.plain, scratch, &mut self.plain_readable, self.plain_hup)? {
+                None => {}
+                Some(0) => self.plain_eof = true,
+                Some(n) => {
+                    self.out.plain_to_tunnel += n as u64;
+                    moved += n;
+                    self.send_to_tunnel(&scratch[..n])?;
+                }
+            }
+        }
     }
 
     /// Queues plaintext for the tunnel side. With rustls' buffer limit lifted this
     /// cannot fall short; if it ever did, the stream fails rather than lose bytes.
     fn send_to_tunnel(&mut self, bytes: &[u8]) -> io::Result<()> {
+        if bytes.is_empty() {
+            return Ok(());
+        }
         match &mut self.tunnel {
             Tunnel::Tls(c, _) => c.writer().write_all(bytes),
             Tunnel::Plain(_) => {
@@ -273,137 +457,21 @@ impl Relay<'_> {
         }
     }
 
-    fn read_tunnel(&mut self) -> io::Result<()> {
-        match &mut self.tunnel {
-            Tunnel::Plain(s) => {
-                let mut buf = std::mem::take(&mut self.scratch);
-                let read = s.read(&mut buf);
-                let result = match read {
-                    Ok(0) => {
-                        self.tunnel_eof = true;
-                        Ok(())
-                    }
-                    Ok(n) => self.accept_from_tunnel(&buf[..n]),
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(()),
-                    Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {
-                        self.tunnel_eof = true;
-                        Ok(())
-                    }
-                    Err(e) => Err(e),
-                };
-                self.scratch = buf;
-                result
-            }
-            Tunnel::Tls(..) => {
-                // Several records per wake-up: one epoll round per 16 KiB record costs
-                // more than the record.
-                for _ in 0..TLS_READS_PER_WAKE {
-                    let Tunnel::Tls(c, s) = &mut self.tunnel else { break };
-                    match c.read_tls(s) {
-                        Ok(0) => self.tunnel_eof = true,
-                        Ok(_) => {
-                            c.process_new_packets().map_err(io::Error::other)?;
-                        }
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                        Err(e) if e.kind() == io::ErrorKind::ConnectionReset => self.tunnel_eof = true,
-                        Err(e) => return Err(e),
-                    }
-                    self.drain_tls_plaintext()?;
-                    if self.tunnel_eof || !self.want_tunnel_read() {
-                        break;
-                    }
-                }
-                Ok(())
-            }
-        }
-    }
-
-    /// Moves what rustls has decrypted to the plain side's queue.
-    fn drain_tls_plaintext(&mut self) -> io::Result<()> {
-        let mut buf = std::mem::take(&mut self.scratch);
-        let result = self.drain_into(&mut buf);
-        self.scratch = buf;
-        result
-    }
-
-    fn drain_into(&mut self, buf: &mut [u8]) -> io::Result<()> {
-        loop {
-            let n = match &mut self.tunnel {
-                Tunnel::Tls(c, _) => match c.reader().read(buf) {
-                    Ok(0) => {
-                        self.tunnel_eof = true; // close_notify
-                        return Ok(());
-                    }
-                    Ok(n) => n,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-                    Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
-                        self.tunnel_eof = true;
-                        return Ok(());
-                    }
-                    Err(e) => return Err(e),
-                },
-                Tunnel::Plain(_) => return Ok(()),
-            };
-            self.accept_from_tunnel(&buf[..n])?;
-        }
-    }
-
-    fn read_plain(&mut self) -> io::Result<()> {
-        let mut buf = std::mem::take(&mut self.scratch);
-        let result = match self.plain.read(&mut buf) {
-            Ok(0) => {
-                self.plain_eof = true;
-                Ok(())
-            }
-            Ok(n) => {
-                self.out.plain_to_tunnel += n as u64;
-                self.send_to_tunnel(&buf[..n])
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {
-                self.plain_eof = true;
-                Ok(())
-            }
-            Err(e) => Err(e),
-        };
-        self.scratch = buf;
-        result
-    }
-
-    fn write_plain(&mut self) -> io::Result<()> {
-        while !self.to_plain.is_empty() {
-            match self.plain.write(&self.to_plain) {
-                Ok(n) => {
-                    self.out.tunnel_to_plain += n as u64;
-                    self.to_plain.drain(..n);
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(())
-    }
-
-    fn write_tunnel(&mut self) -> io::Result<()> {
+    fn flush_tunnel(&mut self) -> io::Result<()> {
         match &mut self.tunnel {
             Tunnel::Tls(c, s) => {
-                while c.wants_write() {
+                while c.wants_write() && self.tunnel_writable {
                     match c.write_tls(s) {
                         Ok(_) => {}
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.tunnel_writable = false,
                         Err(e) => return Err(e),
                     }
                 }
             }
             Tunnel::Plain(s) => {
-                while !self.to_tunnel.is_empty() {
-                    match s.write(&self.to_tunnel) {
-                        Ok(n) => {
-                            self.to_tunnel.drain(..n);
-                        }
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                        Err(e) => return Err(e),
-                    }
+                while !self.to_tunnel.is_empty() && self.tunnel_writable {
+                    let n = write_some(s, &self.to_tunnel, &mut self.tunnel_writable)?;
+                    self.to_tunnel.drain(..n);
                 }
             }
         }
@@ -416,7 +484,7 @@ impl Relay<'_> {
             let _ = self.plain.shutdown(Shutdown::Write);
             self.plain_write_shut = true;
         }
-        if self.plain_eof && !self.want_tunnel_write() && !self.tunnel_write_shut {
+        if self.plain_eof && !self.tunnel_output_pending() && !self.tunnel_write_shut {
             self.tunnel_write_shut = true;
             match &mut self.tunnel {
                 Tunnel::Tls(c, _) => c.send_close_notify(),
@@ -424,23 +492,61 @@ impl Relay<'_> {
                     let _ = s.shutdown(Shutdown::Write);
                 }
             }
-            self.write_tunnel()?;
+            self.flush_tunnel()?;
         }
         Ok(())
     }
+}
 
-    /// Ends both sides: a TLS close_notify where possible, then the sockets. A
-    /// failed stream gets no close_notify: the peer must not take it for a clean end.
-    fn close(&mut self, failed: bool) {
-        if let Tunnel::Tls(c, s) = &mut self.tunnel {
-            if !self.tunnel_write_shut && !failed {
-                c.send_close_notify();
+enum Delivered {
+    Bytes(usize),
+    /// Plaintext waits for the plain side to take it.
+    Blocked,
+    /// rustls has no plaintext.
+    Empty,
+}
+
+/// One `read`: `Some(0)` at the end of the stream (a reset reads as one), `None`
+/// when there is nothing now. Clears `readable` on `WouldBlock`, or on a short read
+/// (the socket was drained: a byte that comes later raises a new edge) unless the
+/// peer hung up (`hup`): its FIN does not raise another edge, so only a read of 0
+/// shows it.
+fn read_some(mut sock: &TcpStream, buf: &mut [u8], readable: &mut bool, hup: bool) -> io::Result<Option<usize>> {
+    loop {
+        return match sock.read(buf) {
+            Ok(n) => {
+                if n < buf.len() && !hup {
+                    *readable = false;
+                }
+                Ok(Some(n))
             }
-            let _ = s.set_nonblocking(false);
-            let _ = s.set_write_timeout(Some(std::time::Duration::from_millis(200)));
-            while c.wants_write() && c.write_tls(s).is_ok_and(|n| n > 0) {}
-        }
-        let _ = self.tunnel.sock().shutdown(Shutdown::Both);
-        let _ = self.plain.shutdown(Shutdown::Both);
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                *readable = false;
+                Ok(None)
+            }
+            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => Ok(Some(0)),
+            Err(e) => Err(e),
+        };
+    }
+}
+
+/// One `write`; clears `writable` on `WouldBlock` or a short write (the socket is full).
+fn write_some(mut sock: &TcpStream, bytes: &[u8], writable: &mut bool) -> io::Result<usize> {
+    loop {
+        return match sock.write(bytes) {
+            Ok(n) => {
+                if n < bytes.len() {
+                    *writable = false;
+                }
+                Ok(n)
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                *writable = false;
+                Ok(0)
+            }
+            Err(e) => Err(e),
+        };
     }
 }

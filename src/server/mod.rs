@@ -46,7 +46,8 @@ pub fn serve(cfg: ServeConfig) -> Result<()> {
         tiny_http::Server::http_unix(&socket)
             .map_err(|e| Error::Startup(format!("internal socket {}: {e}", socket.display())))?,
     );
-    let gateway = crate::gateway::Gateway::new(store.clone(), cfg.max_streams_per_grant);
+    let gateway =
+        crate::gateway::Gateway::new(store.clone(), cfg.max_streams_per_grant, crate::gateway::relay_threads())?;
     let front = front::Front::bind(cfg.listen, tls, socket, cfg.limits.clone())
         .map_err(|e| Error::Startup(format!("cannot listen on {}: {e}", cfg.listen)))?
         .with_tunnels(gateway.clone());
@@ -94,6 +95,7 @@ pub fn serve(cfg: ServeConfig) -> Result<()> {
     }
     let _ = timer.join();
     let _ = tunnel_watch.join();
+    gateway.stop();
     let _ = outbox.join();
     backups.stop();
     store.close()?;

@@ -192,27 +192,26 @@ impl Conn<'_> {
         Ok(body)
     }
 
-    /// Answers `101` and relays until the stream ends; the connection is then done.
-    fn relay(mut self, mut open: super::TunnelOpen) {
+    /// Answers `101` and hands the connection to the gateway's relay; the
+    /// connection's slot is held until the stream ends.
+    fn relay(self, open: super::TunnelOpen) {
         let mut reply =
             b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: jitgate-tunnel/1\r\n".to_vec();
         for (k, v) in &open.headers {
             reply.extend_from_slice(format!("{k}: {v}\r\n").as_bytes());
         }
         reply.extend_from_slice(b"\r\n");
-        self.t.set_deadline(Instant::now() + REPLY_WRITE_TIMEOUT);
-        if self.write(&reply).is_err() || self.t.flush().is_err() {
+        let Conn { inner, admission, mut t, buf: early, peer } = self;
+        t.set_deadline(Instant::now() + REPLY_WRITE_TIMEOUT);
+        if t.write_all(&reply).and_then(|()| t.flush()).is_err() {
             open.cut.cut("client gone before the tunnel opened");
         }
-        let early = std::mem::take(&mut self.buf);
-        let tunnels = self.inner.tunnels.clone();
-        let tunnel = self.t.into_tunnel();
-        let outcome =
-            crate::gateway::relay::run(tunnel, open.target, early, Some(open.deadline), &open.cut, open.tap.as_mut());
-        debug!("{}: tunnel stream ended: {}", self.peer, outcome.reason);
-        if let Some(t) = tunnels {
-            t.closed(open.closed, &outcome);
-        }
+        let Some(tunnels) = inner.tunnels.clone() else { return };
+        let ended = Box::new(move || {
+            debug!("{peer}: tunnel stream ended");
+            drop(admission);
+        });
+        tunnels.relay(open, t.into_tunnel(), early, ended);
     }
 
     fn fill(&mut self) -> io::Result<usize> {

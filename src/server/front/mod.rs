@@ -117,7 +117,15 @@ impl Stats {
 /// whether one may open, and hears how it ended. The gateway implements it.
 pub trait Tunnels: Send + Sync {
     fn open(&self, head: &RequestHead, peer: SocketAddr) -> Result<TunnelOpen, Reject>;
-    fn closed(&self, open: TunnelClosed, outcome: &crate::gateway::relay::Outcome);
+    /// Relays the upgraded connection until the stream ends, without blocking the
+    /// caller; `ended` runs once it has (it must not block).
+    fn relay(
+        &self,
+        open: TunnelOpen,
+        tunnel: crate::gateway::relay::Tunnel,
+        early: Vec<u8>,
+        ended: Box<dyn FnOnce() + Send>,
+    );
 }
 
 /// A tunnel the gateway allowed: the target already connected, the grant's deadline,
@@ -126,7 +134,7 @@ pub struct TunnelOpen {
     pub target: TcpStream,
     pub deadline: Instant,
     pub cut: Arc<crate::gateway::relay::Cut>,
-    pub tap: Box<dyn crate::gateway::relay::Tap + Send>,
+    pub tap: Box<dyn crate::gateway::relay::Tap>,
     /// Extra response headers of the `101` (stream id, expiry).
     pub headers: Vec<(String, String)>,
     pub closed: TunnelClosed,
