@@ -10,6 +10,9 @@
 //! 3. `pgbench -S -c4 -T 10` on a scale-1 database (`pgbench -i -s 1` first): tps
 //!    direct vs through a `postgres` connection (the gateway parses and records the
 //!    SQL) and, to isolate that cost, through a `tcp` connection to the same server;
+//!    then the yardstick: bulk upload and pgbench through plain relays without TLS
+//!    (this binary re-run with `--baseline-relay`, two blocking threads per
+//!    connection), one hop and two hops in a row, against direct in the same run;
 //! 4. the cut-off: 1,000 idle streams open through one `jitgate connect`, the grant is
 //!    revoked, and the figure is, per stream, the time from the revoke call returning
 //!    to the local socket seeing EOF (p50/p99/max); beside it the time the server's
@@ -421,6 +424,62 @@ impl Connect {
 }
 
 // ---------------------------------------------------------------------------------
+// The yardstick: a plain relay, no TLS and no bookkeeping, in a process of its own
+// (this bench binary re-run with `--baseline-relay TARGET`): two threads per
+// connection, blocking reads and writes of up to 256 KiB. One is one hop; two in a
+// row have the path shape of `connect` + gateway, without the TLS between them.
+
+struct Baseline {
+    _proc: Proc,
+    addr: String,
+}
+
+impl Baseline {
+    fn start(target: &str) -> Res<Baseline> {
+        let exe = std::env::current_exe()?;
+        let mut cmd = Command::new(exe);
+        cmd.args(["--baseline-relay", target]).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::inherit());
+        let (proc, (out, _)) = Proc::spawn("baseline relay", &mut cmd)?;
+        let mut line = String::new();
+        BufReader::new(out.ok_or("no stdout")?).read_line(&mut line)?;
+        let addr = line.trim().strip_prefix("listening ").ok_or_else(|| format!("baseline relay said {line:?}"))?;
+        Ok(Baseline { _proc: proc, addr: addr.to_string() })
+    }
+}
+
+fn baseline_relay(target: &str) -> Res<()> {
+    let l = TcpListener::bind("127.0.0.1:0")?;
+    println!("listening {}", l.local_addr()?);
+    std::io::stdout().flush()?;
+    for client in l.incoming().flatten() {
+        let target = target.to_string();
+        thread::spawn(move || -> Res<()> {
+            let upstream = TcpStream::connect(&target)?;
+            for s in [&client, &upstream] {
+                s.set_nodelay(true)?;
+            }
+            let (c2, u2) = (client.try_clone()?, upstream.try_clone()?);
+            let up = thread::spawn(move || pump(c2, u2));
+            pump(upstream, client);
+            let _ = up.join();
+            Ok(())
+        });
+    }
+    Ok(())
+}
+
+/// Copies until EOF, then passes the EOF on.
+fn pump(mut from: TcpStream, mut to: TcpStream) {
+    let mut buf = vec![0u8; BUF];
+    while let Ok(n) = from.read(&mut buf) {
+        if n == 0 || to.write_all(&buf[..n]).is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown(Shutdown::Write);
+}
+
+// ---------------------------------------------------------------------------------
 // The target: one loopback server, the first byte of a connection picks the mode.
 //   'S' sink: read to EOF, answer the count (8 bytes), close.
 //   'D' source: read an 8-byte count, send that many bytes, close.
@@ -667,6 +726,15 @@ fn raise_nofile(want: u64) {
 }
 
 fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--baseline-relay") {
+        let target = args.get(i + 1).cloned().unwrap_or_default();
+        if let Err(e) = baseline_relay(&target) {
+            eprintln!("baseline relay: {e}");
+            std::process::exit(1);
+        }
+        return;
+    }
     if let Err(e) = watch_signals() {
         eprintln!("cannot watch signals: {e}");
     }
@@ -856,6 +924,36 @@ fn run() -> Res<()> {
     let (mut pgc, mut pgt) = (pgc, pgt);
     pgc.proc.stop(Duration::from_secs(10));
     pgt.proc.stop(Duration::from_secs(10));
+
+    // 3b. The yardstick: the same measures through plain relays of one and two hops.
+    println!("\n[yardstick: plain relays without TLS, one hop and two hops]");
+    let (pg_far, bulk_far) = (Baseline::start(&pg.addr)?, Baseline::start(&target)?);
+    let (pg_near, bulk_near) = (Baseline::start(&pg_far.addr)?, Baseline::start(&bulk_far.addr)?);
+    let best_upload = |addr: &str| -> Res<f64> {
+        let mut best: f64 = 0.0;
+        for _ in 0..2 {
+            let (d, got) = upload(addr, bytes)?;
+            best = best.max(mibs(got, d));
+        }
+        Ok(best)
+    };
+    let direct_up = best_upload(&target)?;
+    let port_of = |addr: &str| addr.rsplit(':').next().unwrap_or("").to_string();
+    for (hops, pg_addr, bulk_addr) in
+        [("1 hop", &pg_far.addr, &bulk_far.addr), ("2 hops", &pg_near.addr, &bulk_near.addr)]
+    {
+        let up = best_upload(bulk_addr)?;
+        let tps = pgbench(&port_of(pg_addr), pg_secs)?.tps;
+        table.add(
+            format!("yardstick: plain relay, {hops}"),
+            format!(
+                "bulk upload {up:.0} MiB/s of {direct_up:.0} direct -> {:.2}x; pgbench {tps:.0} tps -> {:.2}x",
+                up / direct_up,
+                tps / direct.tps
+            ),
+        );
+    }
+    drop((pg_near, bulk_near, pg_far, bulk_far));
 
     // 4. Cut-off ------------------------------------------------------------------
     println!("\n[cut-off: {n_streams} live streams through one connect, then revoke]");
