@@ -21,6 +21,7 @@ mod output;
 mod profile;
 mod requests;
 mod serve;
+mod sessions;
 
 use crate::error::Result;
 use api::{Api, Target};
@@ -113,6 +114,9 @@ enum Command {
     /// Create, list and revoke API tokens.
     #[command(subcommand)]
     Tokens(manage::TokensCommand),
+    /// Sessions of `jitgate connect`: their streams and the SQL they sent.
+    #[command(subcommand)]
+    Sessions(sessions::SessionsCommand),
     /// Read, verify and export the audit trail (admins).
     #[command(subcommand)]
     Audit(manage::AuditCommand),
@@ -144,6 +148,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Users(cmd) => manage::users(&g.api()?, g.out(), cmd),
         Command::Groups(cmd) => manage::groups(&g.api()?, g.out(), cmd),
         Command::Tokens(cmd) => manage::tokens(&g.api()?, g.out(), cmd),
+        Command::Sessions(cmd) => sessions::run(&g.api()?, g.out(), cmd),
         Command::Audit(cmd) => manage::audit(&g.api()?, g.out(), cmd),
         Command::Whoami => manage::whoami(&g.api()?, g.out()),
         Command::Admin(cmd) => admin::run(g.out(), cmd),

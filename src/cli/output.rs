@@ -97,12 +97,16 @@ fn visible_len(s: &str) -> usize {
     n
 }
 
+/// A value for people to read. Control characters other than newline and tab become
+/// U+FFFD: values come from other users (reasons, recorded SQL), and an escape
+/// sequence in one must not drive the reader's terminal.
 pub fn text(v: &Value) -> String {
-    match v {
-        Value::Null => "-".into(),
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
+    let raw = match v {
+        Value::Null => return "-".into(),
+        Value::String(s) => s,
+        other => return other.to_string(),
+    };
+    raw.chars().map(|c| if c.is_control() && c != '\n' && c != '\t' { '\u{fffd}' } else { c }).collect()
 }
 
 /// Cuts free text to one short table cell.
@@ -172,5 +176,11 @@ mod tests {
         let r = json!({"groups": [{"group": "dba", "required": 1, "approvals": ["bob"]}, {"group": "sec", "required": 1, "approvals": []}]});
         assert_eq!(progress(&r), "dba 1/1, sec 0/1");
         assert_eq!(cell(&json!("a very long reason indeed"), 10), "a very lo…");
+    }
+
+    #[test]
+    fn text_from_others_cannot_drive_the_terminal() {
+        let sql = json!("SELECT 1; -- \u{1b}]0;pwned\u{7}\u{1b}[2J\u{9b}31m\nnext\tline");
+        assert_eq!(text(&sql), "SELECT 1; -- \u{fffd}]0;pwned\u{fffd}\u{fffd}[2J\u{fffd}31m\nnext\tline");
     }
 }

@@ -59,6 +59,11 @@ pub fn get(conn: &Connection, viewer: &User, id: &str) -> Result<Option<Session>
     Ok(rows.next().transpose()?.map(|(_, s)| s))
 }
 
+/// Open sessions one grant may have: each `connect` run opens one and a crashed run
+/// leaves its own open until the grant ends, so the bound stops a script from
+/// filling the database and the audit trail with sessions, not people at work.
+pub const MAX_OPEN_PER_GRANT: i64 = 16;
+
 /// Starts a session of `jitgate connect` on a live grant of the caller's own.
 pub fn start(
     tx: &rusqlite::Transaction<'_>,
@@ -80,6 +85,14 @@ pub fn start(
     }
     if status != "APPROVED" || expires_at.is_none_or(|e| e <= now) {
         return Err(Error::WrongState { id: request_id.to_string(), status, action: "connected to" });
+    }
+    let open: i64 =
+        tx.row("SELECT count(*) FROM sessions WHERE request_seq = ?1 AND ended_at IS NULL", [seq], |r| r.get(0))?;
+    if open >= MAX_OPEN_PER_GRANT {
+        let message = format!(
+            "{request_id} already has {open} open sessions: end one first (jitgate sessions end ID, or POST /api/v1/sessions/ID/end)"
+        );
+        return Err(Error::conflict("too_many_sessions", message));
     }
     let id = crate::secret::random_id("sess")?;
     tx.execute(

@@ -305,6 +305,8 @@ fn psql_through_connect_is_recorded_and_cut_by_revoke() {
     let out = psql(port, "select 40 + 2 as answer").output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "42");
+    let out = psql(port, "select 'hidden\u{1b}[2J' as clear_screen").output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let mut long = psql(port, "select pg_sleep(60)").stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
     wait_until("pg_sleep to be running", Duration::from_secs(20), || {
         let sid = s.admin().get("/api/v1/sessions").body["items"][0]["id"].as_str().unwrap_or("").to_string();
@@ -325,6 +327,50 @@ fn psql_through_connect_is_recorded_and_cut_by_revoke() {
     assert!(queries.iter().any(|q| q == "select 40 + 2 as answer"), "{queries:?}");
     assert!(queries.iter().any(|q| q == "select pg_sleep(60)"), "{queries:?}");
     assert_eq!(c.exit_code(), 5);
+    // The same, for people: the CLI shows the streams and their SQL, and a statement
+    // carrying terminal escapes reaches the reader's terminal defanged.
+    let (code, shown) = cli(&s, &mint(&s, "alice"), &["sessions", "show", &sid]);
+    assert_eq!(code, 0, "{shown}");
+    for needle in ["select 40 + 2 as answer", "select pg_sleep(60)", "grant revoked by bob: enough", "B up"] {
+        assert!(shown.contains(needle), "{needle:?} not in:\n{shown}");
+    }
+    assert!(shown.contains("select 'hidden\u{fffd}[2J'"), "the statement, defanged:\n{shown}");
+    assert!(!shown.contains('\u{1b}'), "an escape in the output:\n{shown}");
+    let (_, listed) = cli(&s, &mint(&s, "admin"), &["sessions", "list"]);
+    assert!(listed.contains(&sid) && listed.contains("prod-pg"), "{listed}");
+}
+
+/// Runs a `jitgate` command against `s` with `token`; returns the exit code and
+/// stdout + stderr.
+fn cli(s: &Server, token: &str, args: &[&str]) -> (i32, String) {
+    let out = Command::new(BIN)
+        .args(args)
+        .env("JITGATE_SERVER", s.url(""))
+        .env("JITGATE_TOKEN", token)
+        .env("JITGATE_FINGERPRINT", fingerprint(s))
+        .env("JITGATE_CONFIG", s.dir.path().join("no-profile.toml"))
+        .env_remove("JITGATE_CA_CERT")
+        .output()
+        .unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.code().unwrap_or(-1), text)
+}
+
+#[test]
+fn open_sessions_are_bounded_per_grant_and_ending_one_frees_a_place() {
+    let s = Server::start();
+    s.connection("echo", &[], json!({"kind": "tcp", "target": echo_server()}));
+    let alice = s.user("alice", &[]);
+    let id = alice.request("echo", "1h").expect(201).id();
+    let sessions: Vec<String> = (0..jitgate::store::sessions::MAX_OPEN_PER_GRANT)
+        .map(|_| alice.post("/api/v1/sessions", json!({"request_id": id})).expect(201).id())
+        .collect();
+    let over = alice.post("/api/v1/sessions", json!({"request_id": id}));
+    assert_eq!((over.status, over.code()), (409, "too_many_sessions"), "{}", over.text);
+    let (code, said) = cli(&s, &mint(&s, "alice"), &["sessions", "end", &sessions[0], "--reason", "tidying up"]);
+    assert_eq!(code, 0, "{said}");
+    assert!(said.contains("ended: tidying up"), "{said}");
+    alice.post("/api/v1/sessions", json!({"request_id": id})).expect(201);
 }
 
 #[test]
