@@ -98,6 +98,7 @@ pub static ROUTES: &[Route] = &[
     r("GET", "/api/v1/audit/verify", Admin, audit::verify),
     r("GET", "/api/v1/access/check", Check, access::check),
     r("GET", "/api/v1/outbox", Admin, outbox::list),
+    r("POST", "/api/v1/outbox/{id}/retry", Admin, outbox::retry),
     // Public: the callers hold no token; each handler checks the chat's own proof
     // (Slack's signature; Mattermost's context HMAC and source address) first.
     r("POST", "/api/v1/integrations/slack/actions", Public, integrations::slack),

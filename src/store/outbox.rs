@@ -13,7 +13,7 @@
 
 use super::CachedRow;
 use crate::error::Result;
-use rusqlite::{params, Connection, Transaction};
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
 
 /// Records a lifecycle event for the outbox worker (call in the transition's tx).
 pub fn enqueue(tx: &Transaction<'_>, event: &str, request_id: &str, now: i64) -> Result<()> {
@@ -189,6 +189,60 @@ pub fn list(
     Ok(page.finish(rows.collect::<rusqlite::Result<Vec<_>>>()?))
 }
 
+/// Puts an event's dead deliveries back in the queue as new (no attempts, due now):
+/// `failed` ones, and `interrupted` hooks only when `interrupted` is set (they may
+/// have run: the operator must know they are safe to run twice). Returns the event's
+/// request and the sinks re-queued, `None` when there is no such event.
+///
+/// A hook is never re-queued once a later event of the same request has hook
+/// deliveries: an `on_grant` must not run after that request's `on_revoke`.
+pub fn retry(
+    tx: &Transaction<'_>,
+    event_seq: i64,
+    sink: Option<&str>,
+    interrupted: bool,
+    now: i64,
+) -> Result<Option<(String, Vec<String>)>> {
+    use crate::error::Error;
+    let request: Option<String> =
+        tx.row("SELECT request_id FROM outbox WHERE seq = ?1", [event_seq], |r| r.get(0)).optional()?;
+    let Some(request) = request else { return Ok(None) };
+    let sinks: Vec<String> = {
+        let mut stmt = tx.prepare_cached(
+            "SELECT sink FROM outbox_deliveries WHERE event_seq = ?1 AND (?2 IS NULL OR sink = ?2)
+             AND (state = 'failed' OR (state = 'interrupted' AND ?3)) ORDER BY sink",
+        )?;
+        let rows = stmt.query_map(params![event_seq, sink, interrupted], |r| r.get(0))?;
+        rows.collect::<rusqlite::Result<_>>()?
+    };
+    if sinks.iter().any(|s| s.starts_with("hook:")) {
+        let later: i64 = tx.row(
+            "SELECT count(*) FROM outbox_deliveries d JOIN outbox o ON o.seq = d.event_seq
+             WHERE o.request_id = ?1 AND d.event_seq > ?2 AND d.sink LIKE 'hook:%'",
+            params![request, event_seq],
+            |r| r.get(0),
+        )?;
+        if later > 0 {
+            return Err(Error::conflict(
+                "later_hook_ran",
+                format!("a later event of {request} has hooks already: running this one now would undo it"),
+            ));
+        }
+    }
+    for s in &sinks {
+        tx.execute(
+            "UPDATE outbox_deliveries SET state = 'pending', attempts = 0, next_at = ?3 WHERE event_seq = ?1 AND sink = ?2",
+            params![event_seq, s, now],
+        )?;
+    }
+    Ok(Some((request, sinks)))
+}
+
+/// The event's sequence number from its public id (`evt_12` → 12).
+pub fn event_seq(event_id: &str) -> Option<i64> {
+    event_id.strip_prefix("evt_")?.parse().ok().filter(|n| *n > 0)
+}
+
 /// The public id of an event: the same for every sink and every retry, so a
 /// receiver can refuse a copy.
 pub fn event_id(seq: i64) -> String {
@@ -241,5 +295,55 @@ mod tests {
         let seqs: Vec<i64> = claimed.iter().map(|d| d.event_seq).collect();
         assert_eq!(seqs, vec![1, 1], "one hook and one webhook delivery, both of the first event");
         assert_eq!(store.read(next_due).unwrap(), None, "the rest waits while the heads run");
+    }
+
+    #[test]
+    fn dead_deliveries_come_back_but_never_a_hook_behind_a_later_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("t.db")).unwrap();
+        let dead = |tx: &Transaction<'_>, seq: i64, sink: &str, state: &str| {
+            tx.execute(
+                "UPDATE outbox_deliveries SET state = ?3, attempts = 5 WHERE event_seq = ?1 AND sink = ?2",
+                params![seq, sink, state],
+            )
+        };
+        store
+            .write(|tx| {
+                enqueue(tx, "request.approved", "req_a", 1)?;
+                dispatch(tx, 1, &["hook:0:on_grant".into(), "webhook:0".into()], 1)?;
+                dead(tx, 1, "hook:0:on_grant", "failed")?;
+                dead(tx, 1, "webhook:0", "failed")?;
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(store.write(|tx| retry(tx, 99, None, false, 5)).unwrap(), None, "no such event");
+        let (request, sinks) = store.write(|tx| retry(tx, 1, Some("webhook:0"), false, 5)).unwrap().unwrap();
+        assert_eq!((request.as_str(), sinks), ("req_a", vec!["webhook:0".to_string()]));
+        let again = store.write(|tx| retry(tx, 1, Some("webhook:0"), false, 5)).unwrap().unwrap();
+        assert!(again.1.is_empty(), "a pending delivery is not dead");
+        // The request was revoked meanwhile and its on_revoke hook ran: on_grant stays dead.
+        store
+            .write(|tx| {
+                enqueue(tx, "request.revoked", "req_a", 6)?;
+                dispatch(tx, 2, &["hook:0:on_revoke".into()], 6)?;
+                dead(tx, 2, "hook:0:on_revoke", "done")?;
+                Ok(())
+            })
+            .unwrap();
+        let refused = store.write(|tx| retry(tx, 1, None, false, 7));
+        assert!(matches!(refused, Err(crate::error::Error::Conflict { .. })), "{:?}", refused.map(|_| ()));
+        let state: String = store
+            .read(|c| {
+                Ok(c.row(
+                    "SELECT state FROM outbox_deliveries WHERE event_seq = 1 AND sink = 'hook:0:on_grant'",
+                    [],
+                    |r| r.get(0),
+                )?)
+            })
+            .unwrap();
+        assert_eq!(state, "failed");
+        assert_eq!(event_seq("evt_12"), Some(12));
+        assert_eq!(event_seq("evt_0"), None);
+        assert_eq!(event_seq("12"), None);
     }
 }

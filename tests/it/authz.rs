@@ -195,6 +195,11 @@ fn table() -> Vec<Row> {
             None
         )),
         row!("GET", "/api/v1/outbox", [401, 403, 403, 403, 200], |_| ("/api/v1/outbox?state=failed".into(), None)),
+        // No event to retry: the admin gets past authorization to a 404.
+        row!("POST", "/api/v1/outbox/{id}/retry", [401, 403, 403, 403, 404], |_| (
+            "/api/v1/outbox/evt_999999/retry".into(),
+            Some(json!({}))
+        )),
         // Public routes that authenticate by the chat's own proof; with no [notify]
         // chat configured here they do not exist for anyone (tests/it/notify.rs has
         // the signed stories).

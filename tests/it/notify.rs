@@ -232,7 +232,26 @@ fn a_dead_notification_is_listed_and_counted() {
     let failed = admin.get(&format!("/api/v1/audit?action=notify.failed&target={id}")).expect(200);
     assert_eq!(failed.body["items"].as_array().unwrap().len(), 1);
     admin.get("/api/v1/outbox?state=dead").expect(400);
-    s.user("carol", &[]).get("/api/v1/outbox").expect(403);
+    let carol = s.user("carol", &[]);
+    carol.get("/api/v1/outbox").expect(403);
+
+    // The receiver is fixed: the admin puts the dead delivery back in the queue.
+    hook.status.store(200, Ordering::SeqCst);
+    let event = dead["event_id"].as_str().unwrap().to_string();
+    let retry = format!("/api/v1/outbox/{event}/retry");
+    carol.post(&retry, json!({})).expect(403);
+    admin.post("/api/v1/outbox/evt_999999/retry", json!({})).expect(404);
+    admin.post(&retry, json!({"sink": "webhook:0", "colour": "red"})).expect(400);
+    let back = admin.post(&retry, json!({})).expect(200);
+    assert_eq!(back.body["requeued"], json!(["webhook:0"]));
+    wait_until("the retried delivery", LONG, || hook.count() == 3);
+    wait_until("an idle outbox", LONG, || outbox_idle(&s));
+    assert_eq!(events(&hook, SECRET).last().map(|(e, _)| e.as_str()), Some("request.created"));
+    assert!(admin.get("/metrics").text.contains("jitgate_outbox_dead 0"));
+    let again = admin.post(&retry, json!({}));
+    assert_eq!((again.status, again.code()), (409, "nothing_to_retry"));
+    let audited = admin.get(&format!("/api/v1/audit?action=outbox.retried&target={event}")).expect(200);
+    assert_eq!(audited.body["items"][0]["actor"], "admin");
 }
 
 #[test]

@@ -1,7 +1,10 @@
 //! `/api/v1/outbox`: what the outbox holds, for admins: deliveries of events to hooks
 //! and notification channels, newest first, filtered by state (`failed` lists the
-//! dead ones) and by sink kind.
+//! dead ones) and by sink kind; and `POST …/{event_id}/retry`, which puts an event's
+//! dead deliveries back in the queue once the cause is fixed.
 
+use crate::audit;
+use crate::domain::Status;
 use crate::error::{Error, Result};
 use crate::server::app::{App, Call};
 use crate::server::http::{page, page_of, Reply};
@@ -41,4 +44,45 @@ pub fn list(app: &App, call: &Call) -> Result<Reply> {
         })
         .collect();
     Ok(page(items, next))
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Retry {
+    /// Only this sink (`webhook:0`, `hook:1:on_end`, …); all dead ones without it.
+    sink: Option<String>,
+    /// Also hooks cut short by a crash: they may have run, so only on request.
+    #[serde(default)]
+    include_interrupted: bool,
+}
+
+/// `POST /api/v1/outbox/{event_id}/retry`: the event's dead deliveries go back in
+/// the queue as new (attempts 0, due now). An `on_grant` hook comes back only while
+/// its grant is live, and no hook once a later event of the request has hooks.
+pub fn retry(app: &App, call: &Call) -> Result<Reply> {
+    let who = call.who()?;
+    let body: Retry = call.req.json()?;
+    let id = call.param(0);
+    let seq = outbox::event_seq(id).ok_or_else(|| Error::not_found("event", id))?;
+    let (request, sinks) = app.store.write(|tx| {
+        let (request, sinks) = outbox::retry(tx, seq, body.sink.as_deref(), body.include_interrupted, call.now)?
+            .ok_or_else(|| Error::not_found("event", id))?;
+        if sinks.is_empty() {
+            return Err(Error::conflict("nothing_to_retry", format!("{id} has no dead delivery to retry")));
+        }
+        if sinks.iter().any(|s| s.ends_with(":on_grant")) {
+            let r = crate::store::requests::get(tx, &request)?.request;
+            if r.status != Status::Approved || r.expires_at.is_none_or(|e| e <= call.now) {
+                return Err(Error::conflict(
+                    "grant_not_live",
+                    format!("{request} is {}: its on_grant hook must not run now", r.status),
+                ));
+            }
+        }
+        let detail = json!({"event_id": id, "request": request, "sinks": sinks});
+        audit::append(tx, call.now, &who.user.username, "outbox.retried", id, detail)?;
+        Ok((request, sinks))
+    })?;
+    app.hub.notify();
+    Ok(Reply::ok(&json!({"event_id": id, "request_id": request, "requeued": sinks})))
 }
