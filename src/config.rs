@@ -23,6 +23,8 @@ pub struct FileConfig {
     pub tls_key: Option<PathBuf>,
     pub workers: Option<usize>,
     pub log_level: Option<String>,
+    /// `text` (default) or `json`.
+    pub log_format: Option<String>,
     /// Run as root anyway (refused by default; see `preflight`).
     pub allow_root: Option<bool>,
     #[serde(default)]

@@ -77,6 +77,10 @@ pub struct ServeArgs {
     /// Log level: info or debug [default: info].
     #[arg(long, env = "JITGATE_LOG_LEVEL", value_name = "LEVEL")]
     log_level: Option<String>,
+    /// Log records as text lines (`LEVEL target: message`, for journald) or as JSON
+    /// lines (`ts`, `level`, `target`, `msg`, for log shippers) [default: text].
+    #[arg(long, env = "JITGATE_LOG_FORMAT", value_name = "FORMAT")]
+    log_format: Option<String>,
     /// Run even as root (refused by default: run as a dedicated user).
     #[arg(long, env = "JITGATE_ALLOW_ROOT", value_name = "BOOL", num_args = 0..=1, require_equals = true,
           default_missing_value = "true", value_parser = BoolishValueParser::new())]
@@ -106,6 +110,11 @@ fn resolve(a: ServeArgs) -> Result<ServeConfig> {
         }
         None => FileConfig::default(),
     };
+    match a.log_format.or(file.log_format).as_deref().unwrap_or("text") {
+        "text" => {}
+        "json" => crate::log::set_json(true),
+        other => return Err(Error::Startup(format!("log format {other:?}: use text or json"))),
+    }
     let level = a.log_level.or(file.log_level).unwrap_or_else(|| "info".into());
     match level.as_str() {
         "info" => {}

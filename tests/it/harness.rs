@@ -105,7 +105,11 @@ impl Server {
                 panic!("jitgate exited with {status} before listening:\n{}", self.log());
             }
             addr = self.log().lines().find_map(|l| {
-                l.split("listening on ").nth(1).map(|u| u.split("://").nth(1).unwrap().trim().to_string())
+                // The address ends where an address's characters end (a JSON record
+                // goes on with `",`).
+                l.split("listening on ").nth(1).and_then(|u| u.split("://").nth(1)).map(|a| {
+                    a.split(|c: char| !(c.is_ascii_alphanumeric() || ".:[]".contains(c))).next().unwrap().to_string()
+                })
             });
             addr.is_some()
         });

@@ -434,3 +434,24 @@ fn environment_overrides_the_file_and_flags_override_the_environment() {
     let url = listening.unwrap_or_else(|| panic!("serve did not start:\n{seen}"));
     assert!(url.starts_with("http://127.0.0.1:") && !url.ends_with(":1") && !url.ends_with(":2"), "{url}");
 }
+
+#[test]
+fn json_logs_are_one_object_a_line() {
+    let mut s = Server::start_with(&["--log-format", "json"]);
+    s.admin().get("/api/v1/me").expect(200);
+    s.stop();
+    let log = s.log();
+    let mut messages = Vec::new();
+    for line in log.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line:?}"));
+        assert!(chrono::DateTime::parse_from_rfc3339(v["ts"].as_str().unwrap()).is_ok(), "{line}");
+        assert!(["info", "warn", "error", "debug"].contains(&v["level"].as_str().unwrap()), "{line}");
+        assert!(v["target"].as_str().unwrap().starts_with("jitgate"), "{line}");
+        messages.push(v["msg"].as_str().unwrap().to_string());
+    }
+    assert!(messages.iter().any(|m| m.starts_with("listening on https://")), "{log}");
+    assert!(messages.iter().any(|m| m == "stopped cleanly"), "{log}");
+    let bad = jitgate(&["serve", "--allow-root", "--log-format", "xml", "--data-dir", "/nonexistent/x"]);
+    assert_eq!(bad.status.code(), Some(2), "{}", text(&bad));
+    assert!(text(&bad).contains("log format \"xml\": use text or json"), "{}", text(&bad));
+}
