@@ -23,7 +23,7 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::io;
 use std::os::fd::OwnedFd;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -34,6 +34,8 @@ const SCRATCH: usize = 256 * 1024;
 const TAP_TICK: Duration = Duration::from_millis(100);
 /// Event data of the shard's own eventfd (stream keys are `id << 1 | side`).
 const WAKE: u64 = u64::MAX;
+/// The longest single wait (see `Loop::run`).
+const MAX_WAIT: Duration = Duration::from_secs(3600);
 
 /// Runs when a stream ended, with how it ended. Must not block.
 pub type Done = Box<dyn FnOnce(Outcome) + Send>;
@@ -59,9 +61,17 @@ struct Shard {
 
 /// What other threads share with a shard's loop.
 struct Shared {
-    inbox: Mutex<Vec<Command>>,
+    inbox: Mutex<Inbox>,
     wake: OwnedFd,
     streams: AtomicUsize,
+    /// The loop has stopped (asked to, or failed): it takes nothing more.
+    closed: AtomicBool,
+}
+
+#[derive(Default)]
+struct Inbox {
+    commands: Vec<Command>,
+    closed: bool,
 }
 
 enum Command {
@@ -71,13 +81,34 @@ enum Command {
 }
 
 impl Shared {
-    fn send(&self, command: Command) {
-        if let Ok(mut inbox) = self.inbox.lock() {
-            inbox.push(command);
+    /// Queues a command for the loop; gives it back if the loop has stopped.
+    fn send(&self, command: Command) -> Result<(), Command> {
+        match self.inbox.lock() {
+            Ok(mut inbox) if !inbox.closed => inbox.commands.push(command),
+            _ => return Err(command),
         }
         // A failed write means the counter is already non-zero: the loop will wake.
         let _ = rustix::io::write(&self.wake, &1u64.to_ne_bytes());
+        Ok(())
     }
+
+    /// Marks the loop stopped; returns what was queued and never taken.
+    fn close(&self) -> Vec<Command> {
+        self.closed.store(true, Ordering::Relaxed);
+        match self.inbox.lock() {
+            Ok(mut inbox) => {
+                inbox.closed = true;
+                std::mem::take(&mut inbox.commands)
+            }
+            Err(_) => Vec::new(),
+        }
+    }
+}
+
+/// Ends a stream that no loop will run (the engine stopped), on the caller's thread.
+fn end_unrun(job: Job, reason: &str) {
+    let Job { relay, done, .. } = job;
+    done(relay.finish(reason.to_string(), false));
 }
 
 impl Engine {
@@ -86,7 +117,12 @@ impl Engine {
         let mut shards = Vec::new();
         for _ in 0..threads.max(1) {
             let wake = eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?;
-            let shared = Arc::new(Shared { inbox: Mutex::new(Vec::new()), wake, streams: AtomicUsize::new(0) });
+            let shared = Arc::new(Shared {
+                inbox: Mutex::default(),
+                wake,
+                streams: AtomicUsize::new(0),
+                closed: AtomicBool::new(false),
+            });
             let mut lp = Loop::new(Arc::clone(&shared))?;
             let thread = std::thread::Builder::new().name(name.into()).spawn(move || lp.run())?;
             shards.push(Shard { shared, thread: Mutex::new(Some(thread)) });
@@ -102,22 +138,29 @@ impl Engine {
     /// Hands a stream over to the shard with the fewest streams (a session's streams
     /// spread over the cores: tying them to one shard gained nothing measurable for
     /// pgbench and would put a session's parallel bulk streams on one core).
+    /// A stream given after the engine stopped is ended at once, on this thread.
     pub fn spawn(&self, job: Job) {
-        let Some(shard) = self.shards.iter().min_by_key(|s| s.shared.streams.load(Ordering::Relaxed)) else {
-            return;
+        let open = self.shards.iter().filter(|s| !s.shared.closed.load(Ordering::Relaxed));
+        let Some(shard) = open.min_by_key(|s| s.shared.streams.load(Ordering::Relaxed)) else {
+            return end_unrun(job, "relay engine stopped");
         };
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         shard.shared.streams.fetch_add(1, Ordering::Relaxed);
         let shared = Arc::clone(&shard.shared);
-        job.cut.on_cut(Box::new(move || shared.send(Command::Cut(id))));
-        shard.shared.send(Command::Add(id, Box::new(job)));
+        job.cut.on_cut(Box::new(move || {
+            let _ = shared.send(Command::Cut(id));
+        }));
+        if let Err(Command::Add(_, job)) = shard.shared.send(Command::Add(id, Box::new(job))) {
+            shard.shared.streams.fetch_sub(1, Ordering::Relaxed);
+            end_unrun(*job, "relay engine stopped");
+        }
     }
 
     /// Ends every stream with `reason` and stops the threads (their `done` callbacks
     /// have all run when this returns).
     pub fn stop(&self, reason: &str) {
         for s in &self.shards {
-            s.shared.send(Command::Stop(reason.to_string()));
+            let _ = s.shared.send(Command::Stop(reason.to_string()));
         }
         for s in &self.shards {
             if let Some(t) = s.thread.lock().ok().and_then(|mut t| t.take()) {
@@ -153,6 +196,14 @@ struct Loop {
     stopping: Option<String>,
 }
 
+/// However the loop ends (asked to, failed, or a callback panicked), its streams and
+/// the streams queued for it end with it, and the shard takes no more.
+impl Drop for Loop {
+    fn drop(&mut self) {
+        self.shut_down("relay engine stopped");
+    }
+}
+
 fn key(id: u64, side: Side) -> u64 {
     id << 1 | u64::from(side == Side::Plain)
 }
@@ -177,15 +228,15 @@ impl Loop {
         let mut events: Vec<epoll::Event> = Vec::with_capacity(256);
         loop {
             if let Some(reason) = self.stopping.clone() {
-                let ids: Vec<u64> = self.streams.keys().copied().collect();
-                for id in ids {
-                    self.end(id, reason.clone(), false);
-                }
-                return;
+                return self.shut_down(&reason);
             }
             events.clear();
-            let timeout =
-                self.timeout().map(|d| Timespec { tv_sec: d.as_secs() as i64, tv_nsec: i64::from(d.subsec_nanos()) });
+            // Capped: a month-long grant's deadline would need epoll_pwait2, which
+            // older kernels and syscall filters refuse; waking hourly costs nothing.
+            let timeout = self
+                .timeout()
+                .map(|d| d.min(MAX_WAIT))
+                .map(|d| Timespec { tv_sec: d.as_secs() as i64, tv_nsec: i64::from(d.subsec_nanos()) });
             let got = epoll::wait(&self.epoll, rustix::buffer::spare_capacity(&mut events), timeout.as_ref());
             match got {
                 Ok(_) => {}
@@ -205,9 +256,10 @@ impl Loop {
                 let (id, side) = (data >> 1, if data & 1 == 1 { Side::Plain } else { Side::Tunnel });
                 let flags = ev.flags;
                 use epoll::EventFlags as F;
-                let hup = flags.intersects(F::HUP | F::ERR | F::RDHUP);
+                // Urgent data too: `recv` stops short at its mark (see relay.rs).
+                let exhaust = flags.intersects(F::HUP | F::ERR | F::RDHUP | F::PRI);
                 if let Some(e) = self.streams.get_mut(&id) {
-                    e.relay.ready(side, flags.contains(F::IN), flags.contains(F::OUT), hup);
+                    e.relay.ready(side, flags.contains(F::IN), flags.contains(F::OUT), exhaust);
                     if !e.queued {
                         e.queued = true;
                         self.runq.push_back(id);
@@ -230,11 +282,26 @@ impl Loop {
         [deadline, self.next_tap_tick].into_iter().flatten().min().map(|at| at.saturating_duration_since(now))
     }
 
+    /// Ends every stream, and every stream still queued for this loop, with
+    /// `reason`; from then on the shard takes nothing more. Idempotent.
+    fn shut_down(&mut self, reason: &str) {
+        for command in self.shared.close() {
+            if let Command::Add(_, job) = command {
+                self.shared.streams.fetch_sub(1, Ordering::Relaxed);
+                end_unrun(*job, reason);
+            }
+        }
+        let ids: Vec<u64> = self.streams.keys().copied().collect();
+        for id in ids {
+            self.end(id, reason.to_string(), false);
+        }
+    }
+
     fn take_inbox(&mut self) {
         let mut counter = [0u8; 8];
         let _ = rustix::io::read(&self.shared.wake, &mut counter);
         let commands = match self.shared.inbox.lock() {
-            Ok(mut inbox) => std::mem::take(&mut *inbox),
+            Ok(mut inbox) => std::mem::take(&mut inbox.commands),
             Err(_) => return,
         };
         for command in commands {
@@ -253,7 +320,8 @@ impl Loop {
     fn add(&mut self, id: u64, job: Job) {
         let Job { relay, deadline, cut, done } = job;
         let (tunnel, plain) = relay.sockets();
-        let flags = epoll::EventFlags::IN | epoll::EventFlags::OUT | epoll::EventFlags::RDHUP | epoll::EventFlags::ET;
+        use epoll::EventFlags as F;
+        let flags = F::IN | F::OUT | F::RDHUP | F::PRI | F::ET;
         let registered = epoll::add(&self.epoll, tunnel, epoll::EventData::new_u64(key(id, Side::Tunnel)), flags)
             .and_then(|()| epoll::add(&self.epoll, plain, epoll::EventData::new_u64(key(id, Side::Plain)), flags));
         if let Some(at) = deadline {
@@ -264,17 +332,25 @@ impl Loop {
             self.end(id, format!("error: cannot watch the sockets: {e}"), true);
             return;
         }
-        // A cut may have come before the stream got here; otherwise start at once:
-        // every flag starts set, so the first turn reads what is already there.
+        // A cut may have come before the stream got here, or its grant may have run
+        // out meanwhile; otherwise start at once: every flag starts set, so the first
+        // turn reads what is already there.
         match self.streams.get(&id).and_then(|e| e.cut.reason()) {
             Some(reason) => self.end(id, reason, false),
+            None if deadline.is_some_and(|at| at <= Instant::now()) => self.end(id, "grant expired".into(), false),
             None => self.runq.push_back(id),
         }
     }
 
     /// One turn for each stream queued now; those with work left go to the back.
+    /// Cuts and deadlines are looked at every few turns too, so that a long queue of
+    /// busy streams does not hold them back.
     fn run_queue(&mut self) {
-        for _ in 0..self.runq.len() {
+        for turn in 0..self.runq.len() {
+            if turn % 64 == 63 {
+                self.take_inbox();
+                self.expire();
+            }
             let Some(id) = self.runq.pop_front() else { break };
             let Some(e) = self.streams.get_mut(&id) else { continue };
             let turn = e.relay.advance(&mut self.scratch);

@@ -209,3 +209,55 @@ fn stopping_the_engine_ends_what_is_left() {
     engine.stop("server stopping");
     assert_eq!(rx.recv_timeout(Duration::from_secs(5)).unwrap().reason, "server stopping");
 }
+
+#[test]
+fn bytes_behind_urgent_data_are_not_stranded() {
+    let engine = Engine::start("relay-test", 1).unwrap();
+    let (tunnel_out, mut tunnel_peer) = pair();
+    let (mut app, app_inside) = pair();
+    let (_, rx) = start(&engine, Tunnel::Plain(tunnel_out), app_inside, Box::new(NoTap), None);
+    // `recv` stops short at the urgent mark; what follows raises no new edge.
+    tunnel_peer.write_all(b"abc").unwrap();
+    socket2::SockRef::from(&tunnel_peer).send_out_of_band(b"!").unwrap();
+    tunnel_peer.write_all(b"def").unwrap();
+    let mut got = Vec::new();
+    app.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut buf = [0u8; 64];
+    while !got.ends_with(b"def") {
+        let n = app.read(&mut buf).expect("the bytes after the urgent byte arrive");
+        assert!(n > 0, "closed early; got {got:?}");
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert_eq!(got, b"abcdef", "the urgent byte itself is not part of the stream");
+    drop(tunnel_peer);
+    drop(app);
+    assert!(rx.recv_timeout(Duration::from_secs(5)).is_ok());
+}
+
+#[test]
+fn a_stream_given_after_the_engine_stopped_ends_at_once() {
+    let engine = Engine::start("relay-test", 2).unwrap();
+    engine.stop("server stopping");
+    let (tunnel_out, _peer) = pair();
+    let (mut app, app_inside) = pair();
+    let (_, rx) = start(&engine, Tunnel::Plain(tunnel_out), app_inside, Box::new(NoTap), None);
+    assert_eq!(rx.recv_timeout(Duration::from_secs(1)).unwrap().reason, "relay engine stopped");
+    app.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    assert_eq!(app.read(&mut [0u8; 1]).unwrap(), 0);
+    assert_eq!(engine.streams(), 0);
+}
+
+#[test]
+fn the_end_reason_names_the_side_that_closed_first() {
+    let engine = Engine::start("relay-test", 1).unwrap();
+    let (tunnel_out, mut tunnel_peer) = pair();
+    let (app, app_inside) = pair();
+    let (_, rx) = start(&engine, Tunnel::Plain(tunnel_out), app_inside, Box::new(NoTap), None);
+    app.shutdown(Shutdown::Write).unwrap(); // the target (plain side here) ends first
+                                            // Its end is passed on before the other side ends.
+    tunnel_peer.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    assert_eq!(tunnel_peer.read(&mut [0u8; 1]).unwrap(), 0);
+    tunnel_peer.shutdown(Shutdown::Write).unwrap();
+    assert_eq!(rx.recv_timeout(Duration::from_secs(5)).unwrap().reason, "target closed");
+    drop((app, tunnel_peer));
+}

@@ -59,6 +59,7 @@ pub struct Gateway {
     max_streams: usize,
     engine: Engine,
     recorder: Mutex<Option<(Sender<Record>, JoinHandle<()>)>>,
+    stopping: std::sync::atomic::AtomicBool,
 }
 
 /// Database writes of the relays, done on a thread of their own so that a relay
@@ -66,6 +67,8 @@ pub struct Gateway {
 enum Record {
     Queries(i64, Vec<pgwire::Captured>),
     Closed(i64, Outcome, i64),
+    /// Everything before it is written; what comes after is dropped.
+    Stop,
 }
 
 impl Gateway {
@@ -76,6 +79,9 @@ impl Gateway {
         let writer = Arc::clone(&store);
         let thread = std::thread::Builder::new().name("tunnel-record".into()).spawn(move || {
             for record in rx {
+                if matches!(record, Record::Stop) {
+                    break;
+                }
                 record_one(&writer, record);
             }
         })?;
@@ -86,16 +92,20 @@ impl Gateway {
             max_streams,
             engine,
             recorder: Mutex::new(Some((tx, thread))),
+            stopping: Default::default(),
         }))
     }
 
     /// Ends every stream and waits until their ends are recorded (at shutdown, after
     /// the listener stopped).
     pub fn stop(&self) {
+        self.stopping.store(true, Ordering::Relaxed);
         self.engine.stop("server stopping");
         let recorder = self.recorder.lock().ok().and_then(|mut r| r.take());
         if let Some((tx, thread)) = recorder {
-            drop(tx);
+            // An explicit end rather than the channel closing: a tunnel still being
+            // opened on a connection thread holds a sender too.
+            let _ = tx.send(Record::Stop);
             let _ = thread.join();
         }
     }
@@ -225,7 +235,8 @@ impl Gateway {
         }
         self.stats.streams_open.fetch_add(1, Ordering::Relaxed);
         self.stats.streams_total.fetch_add(1, Ordering::Relaxed);
-        let deadline = Instant::now() + Duration::from_millis((expires_at - now).max(0) as u64);
+        // From now, not from when the checks began: connecting and writing took time.
+        let deadline = Instant::now() + Duration::from_millis((expires_at - now_ms()).max(0) as u64);
         let tap: Box<dyn relay::Tap> = match (conn.kind, self.recorder()) {
             (Kind::Postgres, Some(recorder)) => Box::new(pgwire::PgTap::new(move |batch: Vec<pgwire::Captured>| {
                 let _ = recorder.send(Record::Queries(stream_seq, batch));
@@ -278,6 +289,10 @@ fn end_reason(r: &crate::domain::request::Request) -> String {
 
 impl Tunnels for Gateway {
     fn open(&self, head: &RequestHead, peer: SocketAddr) -> std::result::Result<TunnelOpen, Reject> {
+        if self.stopping.load(Ordering::Relaxed) {
+            let message = "the server is stopping".to_string();
+            return Err(Reject { status: 503, code: "unavailable", message });
+        }
         self.authorize(head, peer).map_err(|e| {
             if e.status() >= 500 && !matches!(e, Error::Unavailable(_)) {
                 crate::error!("tunnel from {peer}: {}", e.log_detail());
@@ -325,6 +340,7 @@ fn record_one(store: &Store, record: Record) {
         Record::Closed(seq, o, at) => {
             store.write(|tx| streams::close(tx, *seq, &o.reason, o.tunnel_to_plain, o.plain_to_tunnel, *at))
         }
+        Record::Stop => return,
     };
     if let Err(e) = written {
         let what = if matches!(record, Record::Queries(..)) { "queries of" } else { "the end of" };

@@ -54,9 +54,10 @@ impl Cut {
     /// Ends the stream as soon as its engine thread wakes (at once).
     pub fn cut(&self, reason: &str) {
         if let Ok(mut s) = self.state.lock() {
-            if s.reason.is_none() {
-                s.reason = Some(reason.to_string());
+            if s.reason.is_some() {
+                return; // the engine was told the first time
             }
+            s.reason = Some(reason.to_string());
             if let Some(notify) = &s.notify {
                 notify();
             }
@@ -141,13 +142,18 @@ pub struct Relay {
     tunnel_writable: bool,
     plain_readable: bool,
     plain_writable: bool,
-    /// The peer hung up (or the socket failed): a short read no longer means
-    /// drained, as the end of stream may wait behind the data; read until it shows.
-    tunnel_hup: bool,
-    plain_hup: bool,
-    /// TLS bytes read from the tunnel that rustls could not take yet (rare: only
-    /// while the plain side is slow).
+    /// A short read no longer means drained, so read until `WouldBlock` or 0: the
+    /// peer hung up (its FIN may wait behind the data and raises no new edge), the
+    /// socket failed, or urgent data came (`recv` stops short at its mark, and the
+    /// bytes after it raise no new edge either).
+    tunnel_exhaust: bool,
+    plain_exhaust: bool,
+    /// TLS bytes read from the tunnel that rustls could not take yet (only while the
+    /// plain side is slow), from `tls_pending_at` on.
     tls_pending: Vec<u8>,
+    tls_pending_at: usize,
+    /// Which side ended first, for the end reason.
+    first_eof: Option<Side>,
     /// Plaintext for the plain side that could not be written straight through.
     to_plain: Vec<u8>,
     /// Plaintext for the tunnel side (plain tunnels only; rustls buffers its own).
@@ -177,9 +183,11 @@ impl Relay {
             tunnel_writable: true,
             plain_readable: true,
             plain_writable: true,
-            tunnel_hup: false,
-            plain_hup: false,
+            tunnel_exhaust: false,
+            plain_exhaust: false,
             tls_pending: Vec::new(),
+            tls_pending_at: 0,
+            first_eof: None,
             to_plain: Vec::new(),
             to_tunnel: Vec::new(),
             tunnel_sock_eof: false,
@@ -206,16 +214,17 @@ impl Relay {
         (self.tunnel.sock(), &self.plain)
     }
 
-    /// Notes an edge: `readable` for input, `writable` for room, `hup` when the peer
-    /// hung up or the socket failed (then both: the next call tells which).
-    pub fn ready(&mut self, side: Side, readable: bool, writable: bool, hup: bool) {
-        let (r, w, h) = match side {
-            Side::Tunnel => (&mut self.tunnel_readable, &mut self.tunnel_writable, &mut self.tunnel_hup),
-            Side::Plain => (&mut self.plain_readable, &mut self.plain_writable, &mut self.plain_hup),
+    /// Notes an edge: `readable` for input, `writable` for room, `exhaust` when the
+    /// peer hung up, the socket failed or urgent data came (then reads go on until
+    /// `WouldBlock` or 0, and both flags are set: the next call tells which).
+    pub fn ready(&mut self, side: Side, readable: bool, writable: bool, exhaust: bool) {
+        let (r, w, x) = match side {
+            Side::Tunnel => (&mut self.tunnel_readable, &mut self.tunnel_writable, &mut self.tunnel_exhaust),
+            Side::Plain => (&mut self.plain_readable, &mut self.plain_writable, &mut self.plain_exhaust),
         };
-        *r |= readable || hup;
-        *w |= writable || hup;
-        *h |= hup;
+        *r |= readable || exhaust;
+        *w |= writable || exhaust;
+        *x |= exhaust;
     }
 
     pub fn tap_mut(&mut self) -> &mut dyn Tap {
@@ -227,9 +236,26 @@ impl Relay {
     pub fn advance(&mut self, scratch: &mut [u8]) -> io::Result<Turn> {
         let down = self.tunnel_to_plain(scratch)?;
         let up = self.plain_to_tunnel(scratch)?;
+        if self.first_eof.is_none() {
+            self.first_eof = match (self.tunnel_eof, self.plain_eof) {
+                (true, _) => Some(Side::Tunnel),
+                (_, true) => Some(Side::Plain),
+                _ => None,
+            };
+        }
         self.half_close()?;
+        // An idle stream keeps no large buffers.
+        for v in [&mut self.to_plain, &mut self.to_tunnel, &mut self.tls_pending] {
+            if v.is_empty() && v.capacity() > 64 * 1024 {
+                *v = Vec::new();
+            }
+        }
         if self.finished() {
-            return Ok(Turn::Done(if self.tunnel_eof { "client closed" } else { "target closed" }));
+            let reason = match self.first_eof {
+                Some(Side::Plain) => "target closed",
+                _ => "client closed",
+            };
+            return Ok(Turn::Done(reason));
         }
         Ok(if down || up { Turn::More } else { Turn::Wait })
     }
@@ -297,26 +323,38 @@ impl Relay {
                         Delivered::Blocked => return Ok(false),
                         Delivered::Empty => {}
                     }
-                    if !self.tls_pending.is_empty() {
+                    if self.tls_pending_at < self.tls_pending.len() {
+                        // Fed from where it stopped: no copy of what is left.
                         let pending = std::mem::take(&mut self.tls_pending);
-                        self.feed_tls(&pending)?;
+                        let taken = self.feed_tls(&pending[self.tls_pending_at..]);
+                        self.tls_pending = pending;
+                        self.tls_pending_at += taken?;
+                        if self.tls_pending_at == self.tls_pending.len() {
+                            self.tls_pending.clear();
+                            self.tls_pending_at = 0;
+                        }
                         continue;
                     }
                     if !self.tunnel_readable || self.tunnel_sock_eof {
                         return Ok(false);
                     }
                     let Tunnel::Tls(_, sock) = &self.tunnel else { return Ok(false) };
-                    match read_some(sock, scratch, &mut self.tunnel_readable, self.tunnel_hup)? {
+                    match read_some(sock, scratch, &mut self.tunnel_readable, self.tunnel_exhaust)? {
                         None => {}
                         Some(0) => self.tls_socket_ended()?,
-                        Some(n) => self.feed_tls(&scratch[..n])?,
+                        Some(n) => {
+                            // Counted too: TLS that yields no plaintext still takes time.
+                            moved += n;
+                            let taken = self.feed_tls(&scratch[..n])?;
+                            self.tls_pending.extend_from_slice(&scratch[taken..n]);
+                        }
                     }
                 }
                 Tunnel::Plain(sock) => {
                     if !self.tunnel_readable || self.tunnel_eof {
                         return Ok(false);
                     }
-                    match read_some(sock, scratch, &mut self.tunnel_readable, self.tunnel_hup)? {
+                    match read_some(sock, scratch, &mut self.tunnel_readable, self.tunnel_exhaust)? {
                         None => {}
                         Some(0) => self.tunnel_eof = true,
                         Some(n) => moved += self.deliver(&scratch[..n])?,
@@ -326,14 +364,15 @@ impl Relay {
         }
     }
 
-    /// Hands rustls TLS bytes; what it cannot take now (its plaintext is full) waits
-    /// in `tls_pending`.
-    fn feed_tls(&mut self, mut bytes: &[u8]) -> io::Result<()> {
-        let Tunnel::Tls(c, _) = &mut self.tunnel else { return Ok(()) };
-        while !bytes.is_empty() {
-            match c.read_tls(&mut bytes) {
+    /// Hands rustls TLS bytes; returns how many it took (the rest waits: its
+    /// plaintext buffer is full until delivered).
+    fn feed_tls(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        let Tunnel::Tls(c, _) = &mut self.tunnel else { return Ok(bytes.len()) };
+        let mut rest = bytes;
+        while !rest.is_empty() {
+            match c.read_tls(&mut rest) {
                 // After a close_notify rustls takes nothing more: the rest is dropped.
-                Ok(0) => return Ok(()),
+                Ok(0) => return Ok(bytes.len()),
                 Ok(_) => {
                     c.process_new_packets().map_err(io::Error::other)?;
                 }
@@ -342,8 +381,7 @@ impl Relay {
                 Err(e) => return Err(e),
             }
         }
-        self.tls_pending.extend_from_slice(bytes);
-        Ok(())
+        Ok(bytes.len() - rest.len())
     }
 
     /// The tunnel's TCP stream ended: rustls learns it (an end without close_notify
@@ -367,7 +405,7 @@ impl Relay {
             }
             Ok(chunk) => chunk,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                if self.tunnel_sock_eof && self.tls_pending.is_empty() {
+                if self.tunnel_sock_eof && self.tls_pending_at >= self.tls_pending.len() {
                     self.tunnel_eof = true;
                 }
                 return Ok(Delivered::Empty);
@@ -430,7 +468,7 @@ impl Relay {
             if moved >= TURN_BUDGET {
                 return Ok(true);
             }
-            match read_some(&self.plain, scratch, &mut self.plain_readable, self.plain_hup)? {
+            match read_some(&self.plain, scratch, &mut self.plain_readable, self.plain_exhaust)? {
                 None => {}
                 Some(0) => self.plain_eof = true,
                 Some(n) => {
@@ -508,14 +546,13 @@ enum Delivered {
 
 /// One `read`: `Some(0)` at the end of the stream (a reset reads as one), `None`
 /// when there is nothing now. Clears `readable` on `WouldBlock`, or on a short read
-/// (the socket was drained: a byte that comes later raises a new edge) unless the
-/// peer hung up (`hup`): its FIN does not raise another edge, so only a read of 0
-/// shows it.
-fn read_some(mut sock: &TcpStream, buf: &mut [u8], readable: &mut bool, hup: bool) -> io::Result<Option<usize>> {
+/// (the socket was drained: a byte that comes later raises a new edge) unless
+/// `exhaust` (a FIN, or bytes behind an urgent mark, raise no new edge).
+fn read_some(mut sock: &TcpStream, buf: &mut [u8], readable: &mut bool, exhaust: bool) -> io::Result<Option<usize>> {
     loop {
         return match sock.read(buf) {
             Ok(n) => {
-                if n < buf.len() && !hup {
+                if n < buf.len() && !exhaust {
                     *readable = false;
                 }
                 Ok(Some(n))
