@@ -119,6 +119,12 @@ fn notify(n: &crate::notify::config::NotifyConfig) -> Value {
             "action_secret_file": m.action_secret_file,
             "allowed_sources": m.allowed_sources,
         })),
+        "slack_dm": n.slack_dm.as_ref().map(|d| json!({
+            "bot_token": mask(true),
+            "bot_token_file": d.bot_token_file,
+            "api_url": d.post_message_url().trim_end_matches("/chat.postMessage"),
+            "connections": d.connections,
+        })),
     })
 }
 

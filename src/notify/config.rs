@@ -31,6 +31,30 @@ pub struct NotifyConfig {
     pub teams: Vec<TeamsSink>,
     pub email: Option<EmailSink>,
     pub mattermost: Option<MattermostActions>,
+    pub slack_dm: Option<SlackDm>,
+}
+
+/// `[notify.slack_dm]`: a direct message in Slack to the requester (a user with a
+/// `slack_user_id`) on every event after their request: the decision, the end of the
+/// grant, the warning before it expires. Needs a Slack app's bot token with
+/// `chat:write`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlackDm {
+    /// `xoxb-…` (or `bot_token_file`).
+    #[serde(default)]
+    pub bot_token: String,
+    pub bot_token_file: Option<PathBuf>,
+    /// Slack's Web API base (default `https://slack.com/api`): another for an egress
+    /// proxy that speaks it.
+    pub api_url: Option<String>,
+    pub connections: Option<Vec<String>>,
+}
+
+impl SlackDm {
+    pub fn post_message_url(&self) -> String {
+        format!("{}/chat.postMessage", self.api_url.as_deref().unwrap_or("https://slack.com/api").trim_end_matches('/'))
+    }
 }
 
 /// `[[notify.webhook]]`: a signed JSON POST per event.
@@ -113,6 +137,9 @@ impl NotifyConfig {
         if let Some(m) = &mut self.mattermost {
             required_secret("[notify.mattermost] action_secret", &mut m.action_secret, &m.action_secret_file)?;
         }
+        if let Some(d) = &mut self.slack_dm {
+            required_secret("[notify.slack_dm] bot_token", &mut d.bot_token, &d.bot_token_file)?;
+        }
         Ok(())
     }
 
@@ -146,6 +173,13 @@ impl NotifyConfig {
         }
         if let Some(e) = &self.email {
             e.validate()?;
+        }
+        if let Some(d) = &self.slack_dm {
+            check_url("[notify.slack_dm] api_url", &d.post_message_url())?;
+            check_connections("[notify.slack_dm]", &d.connections)?;
+            if d.bot_token.trim().is_empty() || d.bot_token.chars().any(char::is_whitespace) {
+                return bad("[notify.slack_dm] bot_token (or bot_token_file) is empty or has spaces".into());
+            }
         }
         if let Some(m) = &self.mattermost {
             if m.action_secret.len() < 16 {

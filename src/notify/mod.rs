@@ -155,7 +155,7 @@ impl Worker {
                 .enumerate()
                 .filter(|(_, h)| h.connection == connection)
                 .filter_map(|(i, h)| h.command_for(&e.event).map(|(on, _)| format!("hook:{i}:{on}")))
-                .chain(notification_sinks(&live.notify, &connection))
+                .chain(notification_sinks(&live.notify, &connection, &e.event))
                 .collect();
             fanned.push((e.seq, sinks));
         }
@@ -314,6 +314,14 @@ impl Worker {
                 let t = index.and_then(|i| n.teams.get(i)).ok_or_else(gone)?;
                 send::post_json(&self.agent, &t.url, &[], message::teams(&facts).to_string().as_bytes())
             }
+            "slack_dm" => {
+                let dm = n.slack_dm.as_ref().ok_or_else(gone)?;
+                // A requester without a Slack id is not told in Slack (nothing to retry).
+                let Some(user) = facts.requester_slack else { return Ok(()) };
+                let mut body = message::slack(&Facts { requester_slack: None, ..facts }, false);
+                body["channel"] = json!(user);
+                send::slack_api(&self.agent, &dm.post_message_url(), &dm.bot_token, body.to_string().as_bytes())
+            }
             "email" => {
                 let e = n.email.as_ref().ok_or_else(gone)?;
                 let to =
@@ -345,8 +353,8 @@ impl Worker {
     }
 }
 
-/// The notification channels of `n` that take events of `connection`.
-fn notification_sinks(n: &NotifyConfig, connection: &str) -> Vec<String> {
+/// The notification channels of `n` that take `event` of `connection`.
+fn notification_sinks(n: &NotifyConfig, connection: &str, event: &str) -> Vec<String> {
     let mut out = Vec::new();
     let kinds: [(&str, Vec<&Option<Vec<String>>>); 3] = [
         ("webhook", n.webhook.iter().map(|w| &w.connections).collect()),
@@ -362,6 +370,10 @@ fn notification_sinks(n: &NotifyConfig, connection: &str) -> Vec<String> {
     }
     if n.email.as_ref().is_some_and(|e| config::applies(&e.connections, connection)) {
         out.push("email".into());
+    }
+    // The requester made the request: they hear of everything after it.
+    if event != "request.created" && n.slack_dm.as_ref().is_some_and(|d| config::applies(&d.connections, connection)) {
+        out.push("slack_dm".into());
     }
     out
 }

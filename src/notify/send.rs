@@ -63,6 +63,32 @@ pub fn post_json(agent: &ureq::Agent, url: &str, headers: &[(&str, String)], bod
     }
 }
 
+/// One call of Slack's Web API (`chat.postMessage`): Slack answers 200 with
+/// `{"ok": false, "error": …}` for most failures, so the body decides.
+pub fn slack_api(agent: &ureq::Agent, url: &str, token: &str, body: &[u8]) -> Result<(), Failure> {
+    let sent = agent
+        .post(url)
+        .set("Content-Type", "application/json; charset=utf-8")
+        .set("Authorization", &format!("Bearer {token}"))
+        .send_bytes(body);
+    match sent {
+        Ok(resp) => {
+            let answer: serde_json::Value = resp.into_json().unwrap_or_default();
+            if answer["ok"] == true {
+                return Ok(());
+            }
+            let error = answer["error"].as_str().unwrap_or("no \"ok\" in the answer");
+            Err(Failure { error: format!("Slack refused: {error}"), retry_after: None })
+        }
+        Err(ureq::Error::Status(code, resp)) => {
+            let retry_after =
+                resp.header("retry-after").and_then(|s| s.trim().parse::<u64>().ok()).map(Duration::from_secs);
+            Err(Failure { error: format!("HTTP {code} from Slack"), retry_after })
+        }
+        Err(e) => Err(Failure { error: e.to_string(), retry_after: None }),
+    }
+}
+
 /// One email to `to` (all in one SMTP transaction).
 pub fn email(cfg: &EmailSink, to: &[String], subject: &str, body: &str) -> Result<(), String> {
     let (host, _) = cfg.server.rsplit_once(':').ok_or("server is not host:port")?;

@@ -37,6 +37,8 @@ struct Receiver {
     addr: SocketAddr,
     got: Arc<Mutex<Vec<Got>>>,
     status: Arc<AtomicU16>,
+    /// The body of every answer ("ok" unless a test sets it).
+    reply: Arc<Mutex<String>>,
     server: Arc<tiny_http::Server>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -55,8 +57,9 @@ impl Receiver {
         let server = Arc::new(tiny_http::Server::http(("127.0.0.1", port)).unwrap());
         let addr = server.server_addr().to_ip().unwrap();
         let (got, status) = (Arc::new(Mutex::new(Vec::new())), Arc::new(AtomicU16::new(200)));
+        let reply = Arc::new(Mutex::new("ok".to_string()));
         let thread = {
-            let (server, got, status) = (server.clone(), got.clone(), status.clone());
+            let (server, got, status, reply) = (server.clone(), got.clone(), status.clone(), reply.clone());
             std::thread::spawn(move || {
                 while let Ok(mut rq) = server.recv() {
                     let mut body = Vec::new();
@@ -65,11 +68,12 @@ impl Receiver {
                         rq.headers().iter().map(|h| (h.field.to_string(), h.value.as_str().to_string())).collect();
                     got.lock().unwrap().push(Got { path: rq.url().to_string(), headers, body });
                     let code = status.load(Ordering::SeqCst);
-                    let _ = rq.respond(tiny_http::Response::from_string("ok").with_status_code(code));
+                    let answer = reply.lock().unwrap().clone();
+                    let _ = rq.respond(tiny_http::Response::from_string(answer).with_status_code(code));
                 }
             })
         };
-        Receiver { addr, got, status, server, thread: Some(thread) }
+        Receiver { addr, got, status, reply, server, thread: Some(thread) }
     }
 
     fn url(&self, path: &str) -> String {
@@ -550,4 +554,48 @@ fn email_goes_to_the_approvers_then_to_the_requester() {
     assert!(mails[0].1.contains(&format!("/#/requests/{id}")));
     assert_eq!(mails[1].0, vec!["alice@example.com"]);
     assert!(mails[1].1.contains("was approved by bob"), "{}", mails[1].1);
+}
+
+#[test]
+fn the_requester_hears_of_the_decision_in_a_slack_dm() {
+    let slack = Receiver::start();
+    *slack.reply.lock().unwrap() = r#"{"ok": true, "channel": "D1", "ts": "1.2"}"#.into();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(
+        &dir,
+        &format!(
+            "[notify]\nretry_after = \"1s\"\n\n[notify.slack_dm]\nbot_token = \"xoxb-test-token\"\napi_url = \"{}\"\n",
+            slack.url("/api")
+        ),
+    );
+    let s = Server::start_with(&["--config", &cfg]);
+    s.connection("db", &["dba"], json!({}));
+    let alice = s.user("alice", &[]);
+    let bob = s.user("bob", &["dba"]);
+    let carol = s.user("carol", &[]);
+    map(&s, "alice", "slack_user_id", "UALICE");
+    let id = alice.request("db", "1h").expect(201).id();
+    wait_until("an idle outbox", LONG, || outbox_idle(&s));
+    assert_eq!(slack.count(), 0, "the requester is not told of their own request");
+    bob.approve(&id).expect(200);
+    wait_until("the DM", LONG, || slack.count() == 1);
+    let dm = &slack.got()[0];
+    assert_eq!(dm.path, "/api/chat.postMessage");
+    assert_eq!(dm.header("authorization"), Some("Bearer xoxb-test-token"));
+    let body = dm.json();
+    assert_eq!(body["channel"], "UALICE");
+    let text = body["text"].as_str().unwrap();
+    assert!(text.contains("approved by bob") && !text.contains("<@UALICE>"), "{text}");
+
+    // A requester with no Slack id is not messaged; a refusal from Slack is retried.
+    let other = carol.request("db", "1h").expect(201).id();
+    bob.approve(&other).expect(200);
+    wait_until("an idle outbox", LONG, || outbox_idle(&s));
+    assert_eq!(slack.count(), 1);
+    *slack.reply.lock().unwrap() = r#"{"ok": false, "error": "channel_not_found"}"#.into();
+    alice.post(&format!("/api/v1/requests/{id}/end"), json!({})).expect(200);
+    wait_until("Slack's refusal on record", LONG, || {
+        s.admin().get("/api/v1/outbox?sink=slack_dm&state=pending").body["items"][0]["last_error"]
+            == "Slack refused: channel_not_found"
+    });
 }

@@ -13,7 +13,7 @@ use crate::time::rfc3339;
 use serde_json::json;
 
 const STATES: [&str; 5] = ["pending", "running", "done", "failed", "interrupted"];
-const KINDS: [&str; 5] = ["hook", "webhook", "slack", "teams", "email"];
+const KINDS: [&str; 6] = ["hook", "webhook", "slack", "teams", "email", "slack_dm"];
 
 pub fn list(app: &App, call: &Call) -> Result<Reply> {
     let q = &call.req;
