@@ -33,6 +33,20 @@ pub fn write(level: &str, target: &str, args: std::fmt::Arguments<'_>) {
     let _ = std::io::stderr().lock().write_all(line.as_bytes());
 }
 
+/// The last word of a failed command: a JSON record when the server logs JSON,
+/// otherwise `jitgate: message` for a person (a parse error keeps its lines; other
+/// control characters, which could drive the terminal, become U+FFFD).
+pub fn fatal(msg: &str) {
+    let line = if JSON.load(Ordering::Relaxed) {
+        record("ERROR", "jitgate", msg, true)
+    } else {
+        let shown: String =
+            msg.chars().map(|c| if c.is_control() && c != '\n' && c != '\t' { '\u{fffd}' } else { c }).collect();
+        format!("jitgate: {shown}\n")
+    };
+    let _ = std::io::stderr().lock().write_all(line.as_bytes());
+}
+
 fn record(level: &str, target: &str, msg: &str, json: bool) -> String {
     if json {
         let ts = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
@@ -45,16 +59,24 @@ fn record(level: &str, target: &str, msg: &str, json: bool) -> String {
 /// Escapes what would break a text record's line: newlines and other control
 /// characters (tab stays).
 fn one_line(msg: &str) -> std::borrow::Cow<'_, str> {
-    if !msg.chars().any(|c| c.is_control() && c != '\t') {
+    // Line separators and bidirectional overrides too: a viewer may break or reorder
+    // the line on them.
+    let escaped = |c: char| {
+        (c.is_control() && c != '\t')
+            || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{2028}' | '\u{2029}')
+    };
+    if !msg.chars().any(|c| escaped(c) || c == '\\') {
         return msg.into();
     }
     let mut out = String::with_capacity(msg.len() + 8);
     for c in msg.chars() {
         match c {
+            // So that an escaped newline and a typed `\n` never read the same.
+            '\\' => out.push_str("\\\\"),
             '\n' => out.push_str("\\n"),
             '\r' => out.push_str("\\r"),
             '\t' => out.push('\t'),
-            c if c.is_control() => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c if escaped(c) => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
             c => out.push(c),
         }
     }
@@ -103,5 +125,6 @@ mod tests {
         );
         assert!(chrono::DateTime::parse_from_rfc3339(v["ts"].as_str().unwrap()).is_ok());
         assert_eq!(record("INFO", "t", "plain\ttext", false), "INFO t: plain\ttext\n");
+        assert_eq!(record("INFO", "t", "a\\nb \u{2028}\u{202e}", false), "INFO t: a\\\\nb \\u{2028}\\u{202e}\n");
     }
 }

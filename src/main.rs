@@ -7,7 +7,9 @@ fn main() {
     let code = match jitgate::cli::run(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("jitgate: {}", e.log_detail());
+            // Through the log for `serve` (JSON when asked, one line); the other
+            // commands print for a person, with the same escaping.
+            jitgate::log::fatal(&e.log_detail());
             e.exit_code()
         }
     };

@@ -155,8 +155,10 @@ fn poll_until_changed(api: Api, id: String, from: &'static str, tx: Sender<Event
 }
 
 fn watch_signals(tx: Sender<Event>) -> Result<()> {
-    use signal_hook::consts::{SIGINT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    // SIGHUP too: a closed terminal or a dropped SSH connection ends the session
+    // cleanly instead of leaving it open (a grant holds at most 16 open sessions).
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])?;
     std::thread::spawn(move || {
         for _ in signals.forever() {
             if tx.send(Event::Interrupted).is_err() {
@@ -259,7 +261,7 @@ fn serve_local_port(
                         let job = Job { relay, deadline: None, cut: Arc::new(Cut::default()), done: Box::new(|_| {}) };
                         engine.spawn(job);
                     }
-                    Err(e) => eprintln!("jitgate: stream refused: {}", e.log_detail()),
+                    Err(e) => eprintln!("jitgate: stream refused: {}", super::output::clean(&e.log_detail())),
                 }
             });
         }
@@ -269,8 +271,11 @@ fn serve_local_port(
 
 /// Says how a request ended and returns the documented exit code.
 fn report_end(out: Out, r: &Value) -> i32 {
-    let (id, by, why) =
-        (text(&r["id"]), text(&r["ended_by"]), r["end_reason"].as_str().map(|w| format!(": {w}")).unwrap_or_default());
+    let (id, by, why) = (
+        text(&r["id"]),
+        text(&r["ended_by"]),
+        r["end_reason"].as_str().map(|w| format!(": {}", super::output::clean(w))).unwrap_or_default(),
+    );
     let (code, message) = match text(&r["status"]).as_str() {
         "REJECTED" => (EXIT_REJECTED, format!("Request {id} was rejected by {by}{why}")),
         "CANCELLED" => (EXIT_CANCELLED, format!("Request {id} was cancelled{why}")),

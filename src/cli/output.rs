@@ -97,16 +97,31 @@ fn visible_len(s: &str) -> usize {
     n
 }
 
-/// A value for people to read. Control characters other than newline and tab become
-/// U+FFFD: values come from other users (reasons, recorded SQL), and an escape
-/// sequence in one must not drive the reader's terminal.
+/// A value for people to read, made safe by [`clean`].
 pub fn text(v: &Value) -> String {
-    let raw = match v {
-        Value::Null => return "-".into(),
-        Value::String(s) => s,
-        other => return other.to_string(),
+    match v {
+        Value::Null => "-".into(),
+        Value::String(s) => clean(s),
+        other => other.to_string(),
+    }
+}
+
+/// Text from others (reasons, recorded SQL, error messages) as it may reach a
+/// terminal: control characters other than newline and tab, bidirectional overrides
+/// and Unicode line separators become U+FFFD, so an escape sequence cannot drive the
+/// reader's terminal and reordered text cannot hide what a statement does.
+pub fn clean(s: &str) -> String {
+    let unsafe_char = |c: char| {
+        (c.is_control() && c != '\n' && c != '\t')
+            || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{2028}' | '\u{2029}')
     };
-    raw.chars().map(|c| if c.is_control() && c != '\n' && c != '\t' { '\u{fffd}' } else { c }).collect()
+    s.chars().map(|c| if unsafe_char(c) { '\u{fffd}' } else { c }).collect()
+}
+
+/// [`text`] on one line: for a field in a list, where a newline would start a line
+/// that looks like the next entry.
+pub fn line(v: &Value) -> String {
+    text(v).replace(['\n', '\r', '\t'], " ")
 }
 
 /// Cuts free text to one short table cell.
@@ -182,5 +197,8 @@ mod tests {
     fn text_from_others_cannot_drive_the_terminal() {
         let sql = json!("SELECT 1; -- \u{1b}]0;pwned\u{7}\u{1b}[2J\u{9b}31m\nnext\tline");
         assert_eq!(text(&sql), "SELECT 1; -- \u{fffd}]0;pwned\u{fffd}\u{fffd}[2J\u{fffd}31m\nnext\tline");
+        let reordered = json!("DROP TABLE x; -- \u{202e}olleh\u{2066}");
+        assert_eq!(text(&reordered), "DROP TABLE x; -- \u{fffd}olleh\u{fffd}");
+        assert_eq!(line(&json!("a\n    2026 Q select 1")), "a     2026 Q select 1");
     }
 }

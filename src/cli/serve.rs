@@ -94,6 +94,15 @@ pub fn run(args: ServeArgs) -> Result<i32> {
     Ok(0)
 }
 
+fn set_log_format(format: &str) -> Result<()> {
+    match format {
+        "text" => crate::log::set_json(false),
+        "json" => crate::log::set_json(true),
+        other => return Err(Error::Startup(format!("log format {other:?}: use text or json"))),
+    }
+    Ok(())
+}
+
 fn pick_duration(key: &str, flag: Option<String>, file: Option<String>, default: u64) -> Result<Duration> {
     match flag.or(file) {
         Some(text) => setting_duration(key, &text),
@@ -103,17 +112,20 @@ fn pick_duration(key: &str, flag: Option<String>, file: Option<String>, default:
 
 fn resolve(a: ServeArgs) -> Result<ServeConfig> {
     let d = front::Limits::default();
+    // The format first (a flag or the environment wins over the file), so that every
+    // record, the file's own warnings included, comes out in it.
+    if let Some(format) = &a.log_format {
+        set_log_format(format)?;
+    }
     let file = match &a.config {
-        Some(path) => {
-            crate::preflight::check_config_file(path);
-            FileConfig::read(path)?
-        }
+        Some(path) => FileConfig::read(path)?,
         None => FileConfig::default(),
     };
-    match a.log_format.or(file.log_format).as_deref().unwrap_or("text") {
-        "text" => {}
-        "json" => crate::log::set_json(true),
-        other => return Err(Error::Startup(format!("log format {other:?}: use text or json"))),
+    if a.log_format.is_none() {
+        set_log_format(file.log_format.as_deref().unwrap_or("text"))?;
+    }
+    if let Some(path) = &a.config {
+        crate::preflight::check_config_file(path);
     }
     let level = a.log_level.or(file.log_level).unwrap_or_else(|| "info".into());
     match level.as_str() {

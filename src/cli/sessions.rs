@@ -3,7 +3,7 @@
 //! server's rule: your own sessions, or every session for an admin.
 
 use super::api::Api;
-use super::output::{table, text, Out};
+use super::output::{line, table, text, Out};
 use super::requests::enc;
 use crate::error::Result;
 use clap::Subcommand;
@@ -47,18 +47,16 @@ pub fn run(api: &Api, out: Out, cmd: SessionsCommand) -> Result<i32> {
         }
         SessionsCommand::End { id, reason } => {
             let s = api.post(&format!("/api/v1/sessions/{}/end", enc(&id)), &json!({"reason": reason}))?;
-            out.show(&s, || format!("Session {} ended: {}", text(&s["id"]), text(&s["end_reason"])));
+            out.show(&s, || format!("Session {} ended: {}", line(&s["id"]), line(&s["end_reason"])));
         }
     }
     Ok(0)
 }
 
 fn session_row(s: &Value) -> Vec<String> {
-    let ended = if s["ended_at"].is_null() { "-".to_string() } else { text(&s["ended_at"]) };
-    ["id", "user", "connection", "request_id", "started_at"]
+    ["id", "user", "connection", "request_id", "started_at", "ended_at", "client_addr"]
         .iter()
-        .map(|k| text(&s[*k]))
-        .chain([ended, text(&s["client_addr"])])
+        .map(|k| line(&s[*k]))
         .collect()
 }
 
@@ -73,7 +71,7 @@ fn keep_newest_queries(session: &mut Value, n: usize) {
 
 fn session_text(s: &Value) -> String {
     let ended = match s["ended_at"].as_str() {
-        Some(at) => format!("ended {at}: {}", text(&s["end_reason"])),
+        Some(at) => format!("ended {}: {}", line(&json!(at)), line(&s["end_reason"])),
         None => "not ended".to_string(),
     };
     let mut lines = vec![
@@ -92,22 +90,22 @@ fn session_text(s: &Value) -> String {
     }
     for st in &streams {
         let end = match st["ended_at"].as_str() {
-            Some(at) => format!("ended {at} ({})", text(&st["end_reason"])),
+            Some(at) => format!("ended {} ({})", line(&json!(at)), line(&st["end_reason"])),
             None => "live".to_string(),
         };
         lines.push(format!(
             "  stream {} from {} to {}: started {}, {end}; {} B up, {} B down",
-            text(&st["id"]),
-            text(&st["client_addr"]),
-            text(&st["target"]),
-            text(&st["started_at"]),
-            text(&st["bytes_up"]),
-            text(&st["bytes_down"])
+            line(&st["id"]),
+            line(&st["client_addr"]),
+            line(&st["target"]),
+            line(&st["started_at"]),
+            line(&st["bytes_up"]),
+            line(&st["bytes_down"])
         ));
         for q in st["queries"].as_array().into_iter().flatten() {
             let sql: String = text(&q["sql"]).split_whitespace().collect::<Vec<_>>().join(" ");
             let cut = if q["truncated"] == true { " [truncated]" } else { "" };
-            lines.push(format!("    {} {:<5} {sql}{cut}", text(&q["at"]), text(&q["kind"])));
+            lines.push(format!("    {} {:<5} {sql}{cut}", line(&q["at"]), line(&q["kind"])));
         }
     }
     lines.join("\n")

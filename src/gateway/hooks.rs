@@ -55,6 +55,41 @@ impl HookConfig {
         crate::config::setting_duration("hooks.timeout", self.timeout.as_deref().unwrap_or(DEFAULT_TIMEOUT))
     }
 
+    /// The outbox's name for this hook's delivery of `event`: its place in the config,
+    /// the event, and a digest of what it runs, so that a delivery never runs another
+    /// hook's command after the config was edited and reloaded (a retry after a fix).
+    pub fn sink_for(&self, index: usize, event: &str) -> Option<String> {
+        let (on, command) = self.command_for(event)?;
+        Some(format!("hook:{index}:{on}:{}", self.digest(on, command)))
+    }
+
+    fn digest(&self, on: &str, command: &str) -> String {
+        use sha2::{Digest, Sha256};
+        let d = Sha256::digest(format!("{}\0{on}\0{command}", self.connection).as_bytes());
+        hex::encode(&d[..6])
+    }
+
+    /// The hook a delivery's sink names, with its event name and command, if the
+    /// current config still has it unchanged for `connection`; otherwise why not.
+    /// Sinks written before digests (`hook:{i}:{on}`) are matched by place only.
+    pub fn for_sink<'a>(
+        hooks: &'a [HookConfig],
+        sink: &str,
+        connection: &str,
+        event: &str,
+    ) -> std::result::Result<(&'a HookConfig, &'static str, String), &'static str> {
+        let mut parts = sink.strip_prefix("hook:").unwrap_or("").split(':');
+        let index = parts.next().and_then(|i| i.parse::<usize>().ok());
+        let digest = parts.nth(1);
+        let hook = index.and_then(|i| hooks.get(i)).filter(|h| h.connection == connection);
+        let found = hook.and_then(|h| h.command_for(event).map(|(on, c)| (h, on, c.to_string())));
+        let Some((hook, on, command)) = found else { return Err("this hook is no longer in the configuration") };
+        if digest.is_some_and(|d| d != hook.digest(on, &command)) {
+            return Err("this hook changed in the configuration since the event: not run");
+        }
+        Ok((hook, on, command))
+    }
+
     /// The command for a lifecycle event, if this hook has one.
     pub fn command_for(&self, event: &str) -> Option<(&'static str, &str)> {
         match event {

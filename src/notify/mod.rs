@@ -154,7 +154,7 @@ impl Worker {
                 .iter()
                 .enumerate()
                 .filter(|(_, h)| h.connection == connection)
-                .filter_map(|(i, h)| h.command_for(&e.event).map(|(on, _)| format!("hook:{i}:{on}")))
+                .filter_map(|(i, h)| h.sink_for(i, &e.event))
                 .chain(notification_sinks(&live.notify, &connection, &e.event))
                 .collect();
             fanned.push((e.seq, sinks));
@@ -175,19 +175,12 @@ impl Worker {
         }
         let view = self.store.read(|c| requests::get(c, &d.request_id))?;
         let live = self.live.get();
-        // After a reload the index may name another hook: it must still be this
-        // request's connection's.
-        let hook = d
-            .sink
-            .strip_prefix("hook:")
-            .and_then(|rest| rest.split(':').next())
-            .and_then(|i| i.parse::<usize>().ok())
-            .and_then(|i| live.hooks.get(i))
-            .filter(|h| h.connection == view.request.connection);
-        let command = hook.and_then(|h| h.command_for(&d.event).map(|(on, c)| (h, on, c.to_string())));
-        let Some((hook, on, command)) = command else {
-            let error = "this hook is no longer in the configuration";
-            return self.store.write(|tx| outbox::finish(tx, d, Finish::Failed { error }));
+        // After a reload the index may name another hook, or this one may run another
+        // command: only the very hook the event was meant for runs.
+        let found = hooks::HookConfig::for_sink(&live.hooks, &d.sink, &view.request.connection, &d.event);
+        let (hook, on, command) = match found {
+            Ok(found) => found,
+            Err(error) => return self.store.write(|tx| outbox::finish(tx, d, Finish::Failed { error })),
         };
         // A grant hook that comes late (retries, a backlog) must not give access to a
         // grant that has ended meanwhile: it is recorded as skipped instead.

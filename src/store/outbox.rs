@@ -192,7 +192,7 @@ pub fn list(
 /// Puts an event's dead deliveries back in the queue as new (no attempts, due now):
 /// `failed` ones, and `interrupted` hooks only when `interrupted` is set (they may
 /// have run: the operator must know they are safe to run twice). Returns the event's
-/// request and the sinks re-queued, `None` when there is no such event.
+/// request, its event name and the sinks re-queued, `None` when there is no such event.
 ///
 /// A hook is never re-queued once a later event of the same request has hook
 /// deliveries: an `on_grant` must not run after that request's `on_revoke`.
@@ -202,11 +202,12 @@ pub fn retry(
     sink: Option<&str>,
     interrupted: bool,
     now: i64,
-) -> Result<Option<(String, Vec<String>)>> {
+) -> Result<Option<(String, String, Vec<String>)>> {
     use crate::error::Error;
-    let request: Option<String> =
-        tx.row("SELECT request_id FROM outbox WHERE seq = ?1", [event_seq], |r| r.get(0)).optional()?;
-    let Some(request) = request else { return Ok(None) };
+    let found: Option<(String, String)> = tx
+        .row("SELECT request_id, event FROM outbox WHERE seq = ?1", [event_seq], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    let Some((request, event)) = found else { return Ok(None) };
     let sinks: Vec<String> = {
         let mut stmt = tx.prepare_cached(
             "SELECT sink FROM outbox_deliveries WHERE event_seq = ?1 AND (?2 IS NULL OR sink = ?2)
@@ -225,7 +226,9 @@ pub fn retry(
         if later > 0 {
             return Err(Error::conflict(
                 "later_hook_ran",
-                format!("a later event of {request} has hooks already: running this one now would undo it"),
+                format!(
+                    "a later event of {request} has hook deliveries already (run or not): running this hook now could undo theirs; other sinks can be retried one by one with {{\"sink\": …}}"
+                ),
             ));
         }
     }
@@ -235,7 +238,7 @@ pub fn retry(
             params![event_seq, s, now],
         )?;
     }
-    Ok(Some((request, sinks)))
+    Ok(Some((request, event, sinks)))
 }
 
 /// The event's sequence number from its public id (`evt_12` → 12).
@@ -317,10 +320,13 @@ mod tests {
             })
             .unwrap();
         assert_eq!(store.write(|tx| retry(tx, 99, None, false, 5)).unwrap(), None, "no such event");
-        let (request, sinks) = store.write(|tx| retry(tx, 1, Some("webhook:0"), false, 5)).unwrap().unwrap();
-        assert_eq!((request.as_str(), sinks), ("req_a", vec!["webhook:0".to_string()]));
+        let (request, event, sinks) = store.write(|tx| retry(tx, 1, Some("webhook:0"), false, 5)).unwrap().unwrap();
+        assert_eq!(
+            (request.as_str(), event.as_str(), sinks),
+            ("req_a", "request.approved", vec!["webhook:0".to_string()])
+        );
         let again = store.write(|tx| retry(tx, 1, Some("webhook:0"), false, 5)).unwrap().unwrap();
-        assert!(again.1.is_empty(), "a pending delivery is not dead");
+        assert!(again.2.is_empty(), "a pending delivery is not dead");
         // The request was revoked meanwhile and its on_revoke hook ran: on_grant stays dead.
         store
             .write(|tx| {

@@ -155,3 +155,81 @@ fn a_retried_grant_hook_never_runs_after_the_revoke_hook() {
     let skipped = s.admin().get(&format!("/api/v1/audit?action=hook.skipped&target={id}")).expect(200);
     assert_eq!(skipped.body["items"].as_array().unwrap().len(), 1);
 }
+
+/// Marks a request's waiting hook delivery dead at once (what five failures would
+/// do, without waiting half a minute for them).
+fn kill_hook_delivery(s: &Server, request: &str) {
+    wait_until("the hook's first failure", Duration::from_secs(20), || {
+        s.admin().get(&format!("/api/v1/audit?action=hook.retrying&target={request}")).body["items"]
+            .as_array()
+            .is_some_and(|a| !a.is_empty())
+    });
+    let db = rusqlite::Connection::open(s.data_dir().join("jitgate.db")).unwrap();
+    db.busy_timeout(Duration::from_secs(10)).unwrap();
+    let n = db
+        .execute(
+            "UPDATE outbox_deliveries SET state = 'failed' WHERE sink LIKE 'hook:%' AND state = 'pending'
+             AND event_seq IN (SELECT seq FROM outbox WHERE request_id = ?1)",
+            [request],
+        )
+        .unwrap();
+    assert_eq!(n, 1);
+}
+
+fn reload(s: &Server, config: &std::path::Path, text: &str) {
+    let before = s.log().matches("reloaded on SIGHUP").count();
+    std::fs::write(config, text).unwrap();
+    let hup = std::process::Command::new("kill").arg("-HUP").arg(s.pid().to_string()).status().unwrap();
+    assert!(hup.success());
+    wait_until("the reload", Duration::from_secs(10), || s.log().matches("reloaded on SIGHUP").count() > before);
+}
+
+#[test]
+fn a_dead_hook_comes_back_on_request_only_as_itself_and_only_while_its_grant_lives() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, fixed, config) = (dir.path().join("hook.log"), dir.path().join("fixed"), dir.path().join("jitgate.toml"));
+    // Fails until the operator "fixes" it (creates the flag file).
+    let hook = |word: &str| {
+        format!(
+            "[[hooks]]\nconnection = \"db\"\non_grant = 'test -e {} && echo \"{word} $JITGATE_REQUEST_ID\" >> {}'\n",
+            fixed.display(),
+            log.display()
+        )
+    };
+    std::fs::write(&config, hook("A")).unwrap();
+    let s = Server::start_with(&["--config", config.to_str().unwrap()]);
+    s.connection("db", &[], json!({}));
+    let (alice, admin) = (s.user("alice", &[]), s.admin());
+    let id = alice.request("db", "1h").expect(201).id();
+    kill_hook_delivery(&s, &id);
+    let dead = &admin.get("/api/v1/outbox?sink=hook&state=failed").body["items"][0];
+    let retry = format!("/api/v1/outbox/{}/retry", dead["event_id"].as_str().unwrap());
+    assert!(dead["sink"].as_str().unwrap().starts_with("hook:0:on_grant:"), "{dead}");
+
+    // The config was edited meanwhile: the hook in that place now runs something else.
+    reload(&s, &config, &hook("B"));
+    std::fs::write(&fixed, "").unwrap();
+    let changed = admin.post(&retry, json!({}));
+    assert_eq!((changed.status, changed.code()), (409, "hook_changed"), "{}", changed.text);
+    // Back to the hook the event was meant for: it runs, once.
+    reload(&s, &config, &hook("A"));
+    admin.post(&retry, json!({})).expect(200);
+    wait_until("the retried hook", Duration::from_secs(20), || !lines(&log).is_empty());
+    assert_eq!(lines(&log), vec![format!("A {id}")]);
+    let again = admin.post(&retry, json!({}));
+    assert_eq!((again.status, again.code()), (409, "nothing_to_retry"));
+
+    // An on_grant whose grant has ended stays dead.
+    std::fs::remove_file(&fixed).unwrap();
+    let bob = s.user("bob", &[]);
+    let other = bob.request("db", "1h").expect(201).id();
+    kill_hook_delivery(&s, &other);
+    bob.act(&other, "end").expect(200);
+    let event =
+        admin.get("/api/v1/outbox?sink=hook&state=failed").body["items"][0]["event_id"].as_str().unwrap().to_string();
+    let late = admin.post(&format!("/api/v1/outbox/{event}/retry"), json!({}));
+    assert_eq!((late.status, late.code()), (409, "grant_not_live"), "{}", late.text);
+    let padded = admin.post(&format!("/api/v1/outbox/{}/retry", event.replace("evt_", "evt_0")), json!({}));
+    assert_eq!(padded.status, 404, "only the canonical event id");
+    assert_eq!(lines(&log).len(), 1);
+}

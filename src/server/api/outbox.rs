@@ -63,21 +63,31 @@ pub fn retry(app: &App, call: &Call) -> Result<Reply> {
     let who = call.who()?;
     let body: Retry = call.req.json()?;
     let id = call.param(0);
-    let seq = outbox::event_seq(id).ok_or_else(|| Error::not_found("event", id))?;
+    // Only the canonical form (`evt_7`, not `evt_007`): the audit trail is searched by it.
+    let seq =
+        outbox::event_seq(id).filter(|n| outbox::event_id(*n) == id).ok_or_else(|| Error::not_found("event", id))?;
+    let hooks = app.live.get().hooks.clone();
     let (request, sinks) = app.store.write(|tx| {
-        let (request, sinks) = outbox::retry(tx, seq, body.sink.as_deref(), body.include_interrupted, call.now)?
+        let (request, event, sinks) = outbox::retry(tx, seq, body.sink.as_deref(), body.include_interrupted, call.now)?
             .ok_or_else(|| Error::not_found("event", id))?;
         if sinks.is_empty() {
             return Err(Error::conflict("nothing_to_retry", format!("{id} has no dead delivery to retry")));
         }
-        if sinks.iter().any(|s| s.ends_with(":on_grant")) {
-            let r = crate::store::requests::get(tx, &request)?.request;
-            if r.status != Status::Approved || r.expires_at.is_none_or(|e| e <= call.now) {
-                return Err(Error::conflict(
-                    "grant_not_live",
-                    format!("{request} is {}: its on_grant hook must not run now", r.status),
-                ));
+        let r = crate::store::requests::get(tx, &request)?.request;
+        for sink in sinks.iter().filter(|s| s.starts_with("hook:")) {
+            // The hook must still be the one the event was meant for: after an edit
+            // and a reload its place may hold another command.
+            if let Err(why) = crate::gateway::hooks::HookConfig::for_sink(&hooks, sink, &r.connection, &event) {
+                return Err(Error::conflict("hook_changed", format!("{sink}: {why}")));
             }
+        }
+        if sinks.iter().any(|s| s.contains(":on_grant"))
+            && (r.status != Status::Approved || r.expires_at.is_none_or(|e| e <= call.now))
+        {
+            return Err(Error::conflict(
+                "grant_not_live",
+                format!("{request} is {}: its on_grant hook must not run now", r.status),
+            ));
         }
         let detail = json!({"event_id": id, "request": request, "sinks": sinks});
         audit::append(tx, call.now, &who.user.username, "outbox.retried", id, detail)?;
