@@ -63,6 +63,7 @@ pub struct LimitsFile {
     pub idle_timeout: Option<String>,
     pub max_waiters: Option<usize>,
     pub max_streams_per_grant: Option<usize>,
+    pub max_sessions_per_grant: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -111,6 +112,8 @@ pub struct ServeConfig {
     pub max_waiters: usize,
     /// Live tunnel streams one grant may hold (streams count against the connection caps).
     pub max_streams_per_grant: usize,
+    /// Open sessions one grant may hold (a crashed `connect` leaves its own open).
+    pub max_sessions_per_grant: usize,
     pub login_attempts_per_minute: u32,
     pub session_lifetime: Duration,
     pub allow_root: bool,
@@ -160,6 +163,7 @@ impl ServeConfig {
             || self.limits.max_connections_per_ip == 0
             || self.max_waiters == 0
             || self.max_streams_per_grant == 0
+            || self.max_sessions_per_grant == 0
         {
             return Err(Error::Startup("connection and waiter limits must be at least 1".into()));
         }

@@ -64,6 +64,7 @@ fn effective(c: &ServeConfig) -> Value {
             "idle_timeout": secs(c.limits.idle_timeout),
             "max_waiters": c.max_waiters,
             "max_streams_per_grant": c.max_streams_per_grant,
+            "max_sessions_per_grant": c.max_sessions_per_grant,
         },
         "login": {
             "attempts_per_minute": c.login_attempts_per_minute,

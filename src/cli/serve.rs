@@ -71,6 +71,9 @@ pub struct ServeArgs {
     /// Live tunnel streams one grant may hold [default: 32].
     #[arg(long, env = "JITGATE_MAX_STREAMS_PER_GRANT", value_name = "N")]
     max_streams_per_grant: Option<usize>,
+    /// Open sessions (`jitgate connect` runs) one grant may hold [default: 16].
+    #[arg(long, env = "JITGATE_MAX_SESSIONS_PER_GRANT", value_name = "N")]
+    max_sessions_per_grant: Option<usize>,
     /// Login attempts per minute per client address [default: 10].
     #[arg(long, env = "JITGATE_LOGIN_ATTEMPTS_PER_MINUTE", value_name = "N")]
     login_attempts_per_minute: Option<u32>,
@@ -176,6 +179,10 @@ fn resolve(a: ServeArgs) -> Result<ServeConfig> {
             .max_streams_per_grant
             .or(limits.max_streams_per_grant)
             .unwrap_or(crate::gateway::MAX_STREAMS_PER_GRANT),
+        max_sessions_per_grant: a
+            .max_sessions_per_grant
+            .or(limits.max_sessions_per_grant)
+            .unwrap_or(crate::store::sessions::MAX_OPEN_PER_GRANT),
         login_attempts_per_minute: a.login_attempts_per_minute.or(login.attempts_per_minute).unwrap_or(10),
         session_lifetime: pick_duration("session_lifetime", None, login.session_lifetime, 12 * 3600)?,
         allow_root: a.allow_root.or(file.allow_root).unwrap_or(false),

@@ -102,6 +102,11 @@ fn session_text(s: &Value) -> String {
             line(&st["bytes_up"]),
             line(&st["bytes_down"])
         ));
+        let shown = st["queries"].as_array().map_or(0, Vec::len);
+        let total = st["queries_total"].as_u64().unwrap_or(shown as u64);
+        if total > shown as u64 {
+            lines.push(format!("    (the newest {shown} of {total} statements)"));
+        }
         for q in st["queries"].as_array().into_iter().flatten() {
             let sql: String = text(&q["sql"]).split_whitespace().collect::<Vec<_>>().join(" ");
             let cut = if q["truncated"] == true { " [truncated]" } else { "" };

@@ -59,10 +59,11 @@ pub fn get(conn: &Connection, viewer: &User, id: &str) -> Result<Option<Session>
     Ok(rows.next().transpose()?.map(|(_, s)| s))
 }
 
-/// Open sessions one grant may have: each `connect` run opens one and a crashed run
-/// leaves its own open until the grant ends, so the bound stops a script from
-/// filling the database and the audit trail with sessions, not people at work.
-pub const MAX_OPEN_PER_GRANT: i64 = 16;
+/// Open sessions one grant may have by default (`limits.max_sessions_per_grant`):
+/// each `connect` run opens one and a crashed run leaves its own open until the grant
+/// ends, so the bound stops a script from filling the database and the audit trail
+/// with sessions, not people at work.
+pub const MAX_OPEN_PER_GRANT: usize = 16;
 
 /// Starts a session of `jitgate connect` on a live grant of the caller's own.
 pub fn start(
@@ -71,6 +72,7 @@ pub fn start(
     request_id: &str,
     client_addr: &str,
     now: i64,
+    max_open: usize,
 ) -> crate::error::Result<Session> {
     use crate::error::Error;
     let row: Option<(i64, i64, String, Option<i64>)> = tx
@@ -88,7 +90,7 @@ pub fn start(
     }
     let open: i64 =
         tx.row("SELECT count(*) FROM sessions WHERE request_seq = ?1 AND ended_at IS NULL", [seq], |r| r.get(0))?;
-    if open >= MAX_OPEN_PER_GRANT {
+    if open >= max_open as i64 {
         let message = format!(
             "{request_id} already has {open} open sessions: end one first (jitgate sessions end ID, or POST /api/v1/sessions/ID/end)"
         );

@@ -23,6 +23,8 @@ pub struct Stream {
     pub end_reason: Option<String>,
     pub bytes_up: i64,
     pub bytes_down: i64,
+    /// Statements recorded on this stream (`queries` holds the newest of them).
+    pub queries_total: i64,
     pub queries: Vec<Query>,
 }
 
@@ -101,6 +103,7 @@ pub fn of_session(conn: &Connection, session_id: &str, per_stream: i64) -> Resul
                 end_reason: r.get(6)?,
                 bytes_up: r.get(7)?,
                 bytes_down: r.get(8)?,
+                queries_total: 0,
                 queries: Vec::new(),
             },
         ))
@@ -115,6 +118,8 @@ pub fn of_session(conn: &Connection, session_id: &str, per_stream: i64) -> Resul
             Ok(Query { at: crate::time::rfc3339(r.get(0)?), kind: r.get(1)?, sql: r.get(2)?, truncated: r.get(3)? })
         })?;
         stream.queries = queries.collect::<rusqlite::Result<_>>()?;
+        stream.queries_total =
+            conn.row("SELECT count(*) FROM stream_queries WHERE stream_seq = ?1", [seq], |r| r.get(0))?;
         out.push(stream);
     }
     Ok(out)

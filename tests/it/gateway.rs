@@ -307,6 +307,8 @@ fn psql_through_connect_is_recorded_and_cut_by_revoke() {
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "42");
     let out = psql(port, "select 'hidden\u{1b}[2J' as clear_screen").output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = psql(port, "select 'first of two'").args(["-c", "select 'second of two'"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let mut long = psql(port, "select pg_sleep(60)").stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
     wait_until("pg_sleep to be running", Duration::from_secs(20), || {
         let sid = s.admin().get("/api/v1/sessions").body["items"][0]["id"].as_str().unwrap_or("").to_string();
@@ -336,6 +338,11 @@ fn psql_through_connect_is_recorded_and_cut_by_revoke() {
     }
     assert!(shown.contains("select 'hidden\u{fffd}[2J'"), "the statement, defanged:\n{shown}");
     assert!(!shown.contains('\u{1b}'), "an escape in the output:\n{shown}");
+    let (_, newest) = cli(&s, &mint(&s, "alice"), &["sessions", "show", &sid, "--queries", "1"]);
+    assert!(newest.contains("(the newest 1 of 2 statements)"), "{newest}");
+    assert!(newest.contains("second of two") && !newest.contains("first of two"), "{newest}");
+    let streams = session["streams"].as_array().unwrap();
+    assert!(streams.iter().any(|st| st["queries_total"] == 2), "{session}");
     let (_, listed) = cli(&s, &mint(&s, "admin"), &["sessions", "list"]);
     assert!(listed.contains(&sid) && listed.contains("prod-pg"), "{listed}");
 }
@@ -358,13 +365,13 @@ fn cli(s: &Server, token: &str, args: &[&str]) -> (i32, String) {
 
 #[test]
 fn open_sessions_are_bounded_per_grant_and_ending_one_frees_a_place() {
-    let s = Server::start();
+    assert_eq!(jitgate::store::sessions::MAX_OPEN_PER_GRANT, 16, "the default the docs give");
+    let s = Server::start_with(&["--max-sessions-per-grant", "3"]);
     s.connection("echo", &[], json!({"kind": "tcp", "target": echo_server()}));
     let alice = s.user("alice", &[]);
     let id = alice.request("echo", "1h").expect(201).id();
-    let sessions: Vec<String> = (0..jitgate::store::sessions::MAX_OPEN_PER_GRANT)
-        .map(|_| alice.post("/api/v1/sessions", json!({"request_id": id})).expect(201).id())
-        .collect();
+    let sessions: Vec<String> =
+        (0..3).map(|_| alice.post("/api/v1/sessions", json!({"request_id": id})).expect(201).id()).collect();
     let over = alice.post("/api/v1/sessions", json!({"request_id": id}));
     assert_eq!((over.status, over.code()), (409, "too_many_sessions"), "{}", over.text);
     let (code, said) = cli(&s, &mint(&s, "alice"), &["sessions", "end", &sessions[0], "--reason", "tidying up"]);

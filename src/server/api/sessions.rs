@@ -37,7 +37,9 @@ struct Start {
 pub fn start(app: &App, call: &Call) -> Result<Reply> {
     let who = call.who()?;
     let body: Start = call.req.json()?;
-    let session = app.store.write(|tx| sessions::start(tx, &who.user, &body.request_id, &call.req.peer, call.now))?;
+    let cap = app.config.max_sessions_per_grant;
+    let session =
+        app.store.write(|tx| sessions::start(tx, &who.user, &body.request_id, &call.req.peer, call.now, cap))?;
     Ok(Reply::created(&views::session(&session)))
 }
 
