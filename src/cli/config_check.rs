@@ -123,6 +123,8 @@ fn notify(n: &crate::notify::config::NotifyConfig) -> Value {
         "slack_dm": n.slack_dm.as_ref().map(|d| json!({
             "bot_token": mask(true),
             "bot_token_file": d.bot_token_file,
+            "signing_secret": mask(d.signing_secret.is_some()),
+            "signing_secret_file": d.signing_secret_file,
             "api_url": d.post_message_url().trim_end_matches("/chat.postMessage"),
             "connections": d.connections,
         })),

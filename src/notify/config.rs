@@ -48,6 +48,10 @@ pub struct SlackDm {
     /// Slack's Web API base (default `https://slack.com/api`): another for an egress
     /// proxy that speaks it.
     pub api_url: Option<String>,
+    /// The app's signing secret (or `signing_secret_file`): the approvers of a new
+    /// request get it in a DM with Approve and Reject buttons.
+    pub signing_secret: Option<String>,
+    pub signing_secret_file: Option<PathBuf>,
     pub connections: Option<Vec<String>>,
 }
 
@@ -139,6 +143,7 @@ impl NotifyConfig {
         }
         if let Some(d) = &mut self.slack_dm {
             required_secret("[notify.slack_dm] bot_token", &mut d.bot_token, &d.bot_token_file)?;
+            optional_secret("[notify.slack_dm] signing_secret", &mut d.signing_secret, &d.signing_secret_file)?;
         }
         Ok(())
     }
@@ -180,6 +185,9 @@ impl NotifyConfig {
             if d.bot_token.trim().is_empty() || d.bot_token.chars().any(char::is_whitespace) {
                 return bad("[notify.slack_dm] bot_token (or bot_token_file) is empty or has spaces".into());
             }
+            if d.signing_secret.as_deref().is_some_and(str::is_empty) {
+                return bad("[notify.slack_dm] signing_secret is empty".into());
+            }
         }
         if let Some(m) = &self.mattermost {
             if m.action_secret.len() < 16 {
@@ -207,7 +215,8 @@ impl NotifyConfig {
 
     /// The Slack signing secrets that buttons are checked against.
     pub fn slack_signing_secrets(&self) -> Vec<&str> {
-        self.slack.iter().filter_map(|s| s.signing_secret.as_deref()).collect()
+        let dm = self.slack_dm.iter().filter_map(|d| d.signing_secret.as_deref());
+        self.slack.iter().filter_map(|s| s.signing_secret.as_deref()).chain(dm).collect()
     }
 
     /// Whether `peer` (`ip:port` as the listener saw it) may post Mattermost actions.

@@ -149,6 +149,7 @@ impl Worker {
         for e in &events {
             let connection =
                 self.store.read(|c| requests::get(c, &e.request_id)).map(|v| v.request.connection).unwrap_or_default();
+            let approver_dms = self.approver_dms(&live.notify, &e.event, &e.request_id, &connection)?;
             let sinks: Vec<String> = live
                 .hooks
                 .iter()
@@ -156,6 +157,7 @@ impl Worker {
                 .filter(|(_, h)| h.connection == connection)
                 .filter_map(|(i, h)| h.sink_for(i, &e.event))
                 .chain(notification_sinks(&live.notify, &connection, &e.event))
+                .chain(approver_dms)
                 .collect();
             fanned.push((e.seq, sinks));
         }
@@ -167,6 +169,28 @@ impl Worker {
             Ok(())
         })?;
         Ok(events.len())
+    }
+
+    /// A new request goes to each approver in a Slack DM of its own (`slack_dm:{user}`,
+    /// so one who cannot be reached does not hold up or repeat the others): the live
+    /// members of its approval groups with a Slack id, not the requester.
+    fn approver_dms(&self, n: &NotifyConfig, event: &str, request: &str, connection: &str) -> Result<Vec<String>> {
+        let Some(dm) = n.slack_dm.as_ref().filter(|d| config::applies(&d.connections, connection)) else {
+            return Ok(Vec::new());
+        };
+        if event != "request.created" || dm.signing_secret.is_none() {
+            return Ok(Vec::new());
+        }
+        let (requester, groups) = self.store.read(|c| {
+            let view = requests::get(c, request)?;
+            Ok((view.request.user, requests::policy_of(c, request)?.approval_groups))
+        })?;
+        let members = self.store.read(|c| users::slack_ids_of_groups(c, &groups))?;
+        Ok(members
+            .into_iter()
+            .filter(|(name, _)| *name != requester)
+            .map(|(name, _)| format!("slack_dm:{name}"))
+            .collect())
     }
 
     fn deliver(&self, d: &Delivery) -> Result<()> {
@@ -309,10 +333,18 @@ impl Worker {
             }
             "slack_dm" => {
                 let dm = n.slack_dm.as_ref().ok_or_else(gone)?;
-                // A requester without a Slack id is not told in Slack (nothing to retry).
-                let Some(user) = facts.requester_slack else { return Ok(()) };
-                let mut body = message::slack(&Facts { requester_slack: None, ..facts }, false);
-                body["channel"] = json!(user);
+                // `slack_dm:{user}`: an approver, asked with buttons; `slack_dm`: the
+                // requester, told. Someone without a Slack id (any more) is not
+                // messaged: nothing to retry.
+                let approver = d.sink.strip_prefix("slack_dm:");
+                let to = match approver {
+                    Some(name) => self.store.read(|c| users::get(c, name)).ok().and_then(|u| u.slack_user_id),
+                    None => facts.requester_slack.map(str::to_string),
+                };
+                let Some(to) = to else { return Ok(()) };
+                let buttons = approver.is_some() && dm.signing_secret.is_some();
+                let mut body = message::slack(&Facts { requester_slack: None, ..facts }, buttons);
+                body["channel"] = json!(to);
                 send::slack_api(&self.agent, &dm.post_message_url(), &dm.bot_token, body.to_string().as_bytes())
             }
             "email" => {

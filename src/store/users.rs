@@ -92,10 +92,20 @@ pub enum ChatId {
 
 /// Live, enabled members of `groups` who have an email address: (username, email).
 pub fn emails_of_groups(conn: &Connection, groups: &[String]) -> Result<Vec<(String, String)>> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT DISTINCT u.username, u.email FROM users u JOIN group_members m ON m.user_id = u.id JOIN groups g ON g.id = m.group_id
-         WHERE g.name = ?1 AND u.deleted_at IS NULL AND u.disabled = 0 AND u.email IS NOT NULL",
-    )?;
+    contacts_of_groups(conn, groups, "email")
+}
+
+/// (username, Slack id) of the live members of `groups` who have one.
+pub fn slack_ids_of_groups(conn: &Connection, groups: &[String]) -> Result<Vec<(String, String)>> {
+    contacts_of_groups(conn, groups, "slack_user_id")
+}
+
+/// `column` is one of ours (`email`, `slack_user_id`), never a caller's text.
+fn contacts_of_groups(conn: &Connection, groups: &[String], column: &'static str) -> Result<Vec<(String, String)>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT DISTINCT u.username, u.{column} FROM users u JOIN group_members m ON m.user_id = u.id JOIN groups g ON g.id = m.group_id
+         WHERE g.name = ?1 AND u.deleted_at IS NULL AND u.disabled = 0 AND u.{column} IS NOT NULL"
+    ))?;
     let mut out: Vec<(String, String)> = Vec::new();
     for g in groups {
         for row in stmt.query_map([g], |r| Ok((r.get(0)?, r.get(1)?)))? {

@@ -557,41 +557,62 @@ fn email_goes_to_the_approvers_then_to_the_requester() {
 }
 
 #[test]
-fn the_requester_hears_of_the_decision_in_a_slack_dm() {
+fn approvers_are_asked_and_the_requester_told_in_slack_dms() {
     let slack = Receiver::start();
     *slack.reply.lock().unwrap() = r#"{"ok": true, "channel": "D1", "ts": "1.2"}"#.into();
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(
         &dir,
         &format!(
-            "[notify]\nretry_after = \"1s\"\n\n[notify.slack_dm]\nbot_token = \"xoxb-test-token\"\napi_url = \"{}\"\n",
+            "[notify]\nretry_after = \"1s\"\n\n[notify.slack_dm]\nbot_token = \"xoxb-test-token\"\nsigning_secret = \"{SIGNING}\"\napi_url = \"{}\"\n",
             slack.url("/api")
         ),
     );
     let s = Server::start_with(&["--config", &cfg]);
     s.connection("db", &["dba"], json!({}));
-    let alice = s.user("alice", &[]);
-    let bob = s.user("bob", &["dba"]);
-    let carol = s.user("carol", &[]);
+    let alice = s.user("alice", &["dba"]);
+    s.user("bob", &["dba"]);
+    s.user("carol", &[]);
+    s.user("dave", &["dba"]); // an approver without a Slack id: not messaged in Slack
+    let erin = s.user("erin", &[]);
     map(&s, "alice", "slack_user_id", "UALICE");
-    let id = alice.request("db", "1h").expect(201).id();
-    wait_until("an idle outbox", LONG, || outbox_idle(&s));
-    assert_eq!(slack.count(), 0, "the requester is not told of their own request");
-    bob.approve(&id).expect(200);
-    wait_until("the DM", LONG, || slack.count() == 1);
-    let dm = &slack.got()[0];
-    assert_eq!(dm.path, "/api/chat.postMessage");
-    assert_eq!(dm.header("authorization"), Some("Bearer xoxb-test-token"));
-    let body = dm.json();
-    assert_eq!(body["channel"], "UALICE");
-    let text = body["text"].as_str().unwrap();
-    assert!(text.contains("approved by bob") && !text.contains("<@UALICE>"), "{text}");
+    map(&s, "bob", "slack_user_id", "UBOB");
+    map(&s, "carol", "slack_user_id", "UCAROL");
+    // The receiver also takes the click's reply (Slack's response_url): count DMs only.
+    let dms = || slack.got().into_iter().filter(|g| g.path == "/api/chat.postMessage").collect::<Vec<_>>();
+    let dms_to = |who: &str| dms().iter().filter(|g| g.json()["channel"] == who).count();
 
-    // A requester with no Slack id is not messaged; a refusal from Slack is retried.
-    let other = carol.request("db", "1h").expect(201).id();
-    bob.approve(&other).expect(200);
+    // A new request: its one approver with a Slack id is asked, with buttons; not the
+    // requester (in dba too), not carol (no approver).
+    let id = alice.request("db", "1h").expect(201).id();
+    wait_until("the approver's DM", LONG, || slack.count() == 1);
     wait_until("an idle outbox", LONG, || outbox_idle(&s));
     assert_eq!(slack.count(), 1);
+    let ask = &slack.got()[0];
+    assert_eq!(ask.path, "/api/chat.postMessage");
+    assert_eq!(ask.header("authorization"), Some("Bearer xoxb-test-token"));
+    assert_eq!(ask.json()["channel"], "UBOB");
+    let text = ask.json().to_string();
+    assert!(text.contains("\"action_id\":\"approve\"") && text.contains(&format!("\"value\":\"{id}\"")), "{text}");
+
+    // bob clicks Approve in his DM: the same signed endpoint decides; alice is told.
+    let click = slack_action("UBOB", "approve", &id, &slack.url("/response"));
+    assert_eq!(post_slack(&s, &click, now_secs(), SIGNING).expect(200).body["request"]["status"], "APPROVED");
+    wait_until("the DM to the requester", LONG, || dms_to("UALICE") == 1);
+    let told = slack.got().into_iter().find(|g| g.json()["channel"] == "UALICE").unwrap().json();
+    let told = told["text"].as_str().unwrap().to_string();
+    assert!(told.contains("approved by bob") && !told.contains("<@UALICE>"), "{told}");
+
+    // erin has no Slack id: her approvers are asked, she is not told in Slack.
+    let other = erin.request("db", "1h").expect(201).id();
+    wait_until("an idle outbox", LONG, || outbox_idle(&s));
+    assert_eq!((dms_to("UALICE"), dms_to("UBOB")), (2, 2), "alice and bob are asked about erin's request");
+    s.admin().post(&format!("/api/v1/requests/{other}/approve"), json!({})).expect(200);
+    wait_until("an idle outbox", LONG, || outbox_idle(&s));
+    assert_eq!(dms().len(), 4);
+    assert_eq!(dms_to("UCAROL"), 0);
+
+    // A refusal from Slack (`ok: false` in a 200) is a failure, retried.
     *slack.reply.lock().unwrap() = r#"{"ok": false, "error": "channel_not_found"}"#.into();
     alice.post(&format!("/api/v1/requests/{id}/end"), json!({})).expect(200);
     wait_until("Slack's refusal on record", LONG, || {

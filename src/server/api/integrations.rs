@@ -34,7 +34,10 @@ pub fn slack(app: &App, call: &Call) -> Result<Reply> {
     let live = app.live.get();
     let secrets = live.notify.slack_signing_secrets();
     if secrets.is_empty() {
-        return Err(Error::not_found("integration", "slack (no [[notify.slack]] has a signing_secret)"));
+        return Err(Error::not_found(
+            "integration",
+            "slack (no [[notify.slack]] or [notify.slack_dm] has a signing_secret)",
+        ));
     }
     let req = &call.req;
     let signature = req.header("x-slack-signature");
