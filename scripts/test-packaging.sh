@@ -3,6 +3,10 @@
 # packaging/install.sh stages the expected files and modes, and `cargo deb` builds a
 # package with the expected file list, conffile and maintainer scripts (installed,
 # never started). Installs systemd-analyze (Debian's systemd) and cargo-deb if missing.
+# With JITGATE_TEST_DPKG=1 (set by .ci/run, on a throwaway machine: it changes the
+# system) the package is also installed with dpkg, started as the service would start
+# it (as user jitgate, on /var/lib/jitgate; no systemd is PID 1 here), asked for
+# /healthz, stopped, and purged.
 # Usage: scripts/test-packaging.sh   (called by scripts/test.sh; builds --release)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -83,3 +87,36 @@ if grep -v '^ *echo' "$work/control/postinst" | grep -Eq 'deb-systemd-invoke (st
     fail "postinst starts or enables the service; it must wait until configured"
 fi
 echo "test-packaging: the Debian package holds the expected files"
+
+# 4. The package installed for real (CI only: see the top).
+if [ "${JITGATE_TEST_DPKG:-}" = 1 ]; then
+    dpkg -s jitgate >/dev/null 2>&1 && fail "jitgate is installed already: not touching it"
+    need curl || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq curl >/dev/null; }
+    dpkg -i "$deb" >/dev/null
+    trap 'pkill -u jitgate -f "jitgate serve" 2>/dev/null; dpkg --purge jitgate >/dev/null 2>&1 || true; rm -rf /var/lib/jitgate "$work"' EXIT
+    id jitgate >/dev/null 2>&1 || fail "dpkg -i did not create the jitgate user"
+    perms=$(stat -c '%U:%G %a' /etc/jitgate/jitgate.toml)
+    [ "$perms" = "root:jitgate 640" ] || fail "/etc/jitgate/jitgate.toml is $perms, not root:jitgate 640"
+    /usr/bin/jitgate config check /etc/jitgate/jitgate.toml >/dev/null || fail "config check of the packaged config failed"
+    # What systemd's StateDirectory=jitgate (0700) would make.
+    install -d -o jitgate -g jitgate -m 0700 /var/lib/jitgate
+    log="$work/service.log"
+    # setpriv execs the server itself (runuser would sit between, in a PAM session).
+    setpriv --reuid=jitgate --regid=jitgate --init-groups -- /usr/bin/jitgate serve --config /etc/jitgate/jitgate.toml --listen 127.0.0.1:0 >"$log" 2>&1 &
+    pid=$!
+    url=""
+    for _ in $(seq 100); do
+        url=$(grep -o 'listening on https://[0-9.:]*' "$log" | head -1 | sed 's/listening on //') || true
+        [ -n "$url" ] && break
+        kill -0 "$pid" 2>/dev/null || fail "the packaged server exited: $(cat "$log")"
+        sleep 0.1
+    done
+    [ -n "$url" ] || fail "the packaged server did not listen: $(cat "$log")"
+    curl -fsk "$url/healthz" >/dev/null || fail "GET /healthz of the packaged server failed"
+    [ "$(stat -c '%U %a' /var/lib/jitgate/jitgate.db)" = "jitgate 600" ] || fail "the database is not the service user's, 0600"
+    kill -TERM "$pid"
+    wait "$pid" || fail "the packaged server did not stop cleanly on SIGTERM: $(tail -5 "$log")"
+    dpkg --purge jitgate >/dev/null
+    [ ! -e /usr/bin/jitgate ] || fail "dpkg --purge left /usr/bin/jitgate"
+    echo "test-packaging: the package installs with dpkg, serves as user jitgate, and purges"
+fi
