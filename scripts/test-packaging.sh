@@ -91,9 +91,13 @@ echo "test-packaging: the Debian package holds the expected files"
 # 4. The package installed for real (CI only: see the top).
 if [ "${JITGATE_TEST_DPKG:-}" = 1 ]; then
     dpkg -s jitgate >/dev/null 2>&1 && fail "jitgate is installed already: not touching it"
+    [ -e /var/lib/jitgate ] && fail "/var/lib/jitgate exists (a jitgate installed by hand?): not touching it"
     need curl || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq curl >/dev/null; }
+    pid=""
+    # Set before the install, so that a failure anywhere after it is undone; each step
+    # may fail (nothing to kill, nothing installed) without skipping the next.
+    trap '{ [ -z "$pid" ] || kill "$pid"; } 2>/dev/null || true; dpkg --purge jitgate >/dev/null 2>&1 || true; rm -rf /var/lib/jitgate "$work" || true' EXIT
     dpkg -i "$deb" >/dev/null
-    trap 'pkill -u jitgate -f "jitgate serve" 2>/dev/null; dpkg --purge jitgate >/dev/null 2>&1 || true; rm -rf /var/lib/jitgate "$work"' EXIT
     id jitgate >/dev/null 2>&1 || fail "dpkg -i did not create the jitgate user"
     perms=$(stat -c '%U:%G %a' /etc/jitgate/jitgate.toml)
     [ "$perms" = "root:jitgate 640" ] || fail "/etc/jitgate/jitgate.toml is $perms, not root:jitgate 640"
@@ -116,6 +120,7 @@ if [ "${JITGATE_TEST_DPKG:-}" = 1 ]; then
     [ "$(stat -c '%U %a' /var/lib/jitgate/jitgate.db)" = "jitgate 600" ] || fail "the database is not the service user's, 0600"
     kill -TERM "$pid"
     wait "$pid" || fail "the packaged server did not stop cleanly on SIGTERM: $(tail -5 "$log")"
+    pid=""
     dpkg --purge jitgate >/dev/null
     [ ! -e /usr/bin/jitgate ] || fail "dpkg --purge left /usr/bin/jitgate"
     echo "test-packaging: the package installs with dpkg, serves as user jitgate, and purges"

@@ -164,8 +164,11 @@ impl ServeConfig {
             || self.max_waiters == 0
             || self.max_streams_per_grant == 0
             || self.max_sessions_per_grant == 0
+            || self.max_sessions_per_grant > 100_000
         {
-            return Err(Error::Startup("connection and waiter limits must be at least 1".into()));
+            return Err(Error::Startup(
+                "connection, waiter, stream and session limits must be at least 1 (sessions: at most 100000)".into(),
+            ));
         }
         if let Some(b) = &self.backup {
             if b.keep == 0 || b.interval.is_zero() {

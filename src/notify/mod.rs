@@ -1,7 +1,8 @@
 //! The outbox worker: one thread that fans lifecycle events out to their sinks and
 //! delivers them, in order, with retries. Sinks are the operator's hooks (`[[hooks]]`,
 //! see `gateway::hooks`, at most once) and the notification channels of `[notify]`
-//! (`webhook:{i}`, `slack:{i}`, `teams:{i}`, `email`: one event at a time per sink,
+//! (`webhook:{i}`, `slack:{i}`, `teams:{i}`, `email`, `slack_dm:{user}`: one event
+//! at a time per sink,
 //! exponential backoff with jitter, dead after `max_attempts`; see `store::outbox`).
 //! It sleeps on the hub until something changes or a retry is due. Hooks and channels
 //! are `Live`: SIGHUP swaps them (see `server::reload`); a delivery whose sink is gone
@@ -149,15 +150,20 @@ impl Worker {
         for e in &events {
             let connection =
                 self.store.read(|c| requests::get(c, &e.request_id)).map(|v| v.request.connection).unwrap_or_default();
-            let approver_dms = self.approver_dms(&live.notify, &e.event, &e.request_id, &connection)?;
+            // A read that fails here leaves this event without DMs rather than holding
+            // up every sink of the batch.
+            let dms = self.slack_dms(&live.notify, &e.event, &e.request_id, &connection).unwrap_or_else(|err| {
+                crate::warn!("outbox: no Slack DMs for {} of {}: {}", e.event, e.request_id, err.log_detail());
+                Vec::new()
+            });
             let sinks: Vec<String> = live
                 .hooks
                 .iter()
                 .enumerate()
                 .filter(|(_, h)| h.connection == connection)
                 .filter_map(|(i, h)| h.sink_for(i, &e.event))
-                .chain(notification_sinks(&live.notify, &connection, &e.event))
-                .chain(approver_dms)
+                .chain(notification_sinks(&live.notify, &connection))
+                .chain(dms)
                 .collect();
             fanned.push((e.seq, sinks));
         }
@@ -171,26 +177,30 @@ impl Worker {
         Ok(events.len())
     }
 
-    /// A new request goes to each approver in a Slack DM of its own (`slack_dm:{user}`,
-    /// so one who cannot be reached does not hold up or repeat the others): the live
-    /// members of its approval groups with a Slack id, not the requester.
-    fn approver_dms(&self, n: &NotifyConfig, event: &str, request: &str, connection: &str) -> Result<Vec<String>> {
+    /// Slack DMs, one sink per person (`slack_dm:{user}`, so one who cannot be reached
+    /// neither holds up nor repeats the others): a new request that waits for a
+    /// decision goes to each approver with a Slack id (with buttons, when the app's
+    /// signing secret is set); every later event to the requester.
+    fn slack_dms(&self, n: &NotifyConfig, event: &str, request: &str, connection: &str) -> Result<Vec<String>> {
         let Some(dm) = n.slack_dm.as_ref().filter(|d| config::applies(&d.connections, connection)) else {
             return Ok(Vec::new());
         };
-        if event != "request.created" || dm.signing_secret.is_none() {
+        let view = self.store.read(|c| requests::get(c, request))?;
+        if event != "request.created" {
+            return Ok(vec![format!("slack_dm:{}", view.request.user)]);
+        }
+        if dm.signing_secret.is_none() || view.request.status != crate::domain::Status::Pending {
             return Ok(Vec::new());
         }
-        let (requester, groups) = self.store.read(|c| {
-            let view = requests::get(c, request)?;
-            Ok((view.request.user, requests::policy_of(c, request)?.approval_groups))
-        })?;
+        Ok(self.approvers_with_slack(&view)?.into_iter().map(|(name, _)| format!("slack_dm:{name}")).collect())
+    }
+
+    /// (username, Slack id) of who may decide `view` now: live members of its approval
+    /// groups with a Slack id, not the requester.
+    fn approvers_with_slack(&self, view: &requests::RequestView) -> Result<Vec<(String, String)>> {
+        let groups = self.store.read(|c| requests::policy_of(c, &view.request.id))?.approval_groups;
         let members = self.store.read(|c| users::slack_ids_of_groups(c, &groups))?;
-        Ok(members
-            .into_iter()
-            .filter(|(name, _)| *name != requester)
-            .map(|(name, _)| format!("slack_dm:{name}"))
-            .collect())
+        Ok(members.into_iter().filter(|(name, _)| *name != view.request.user).collect())
     }
 
     fn deliver(&self, d: &Delivery) -> Result<()> {
@@ -333,16 +343,23 @@ impl Worker {
             }
             "slack_dm" => {
                 let dm = n.slack_dm.as_ref().ok_or_else(gone)?;
-                // `slack_dm:{user}`: an approver, asked with buttons; `slack_dm`: the
-                // requester, told. Someone without a Slack id (any more) is not
-                // messaged: nothing to retry.
-                let approver = d.sink.strip_prefix("slack_dm:");
-                let to = match approver {
-                    Some(name) => self.store.read(|c| users::get(c, name)).ok().and_then(|u| u.slack_user_id),
-                    None => facts.requester_slack.map(str::to_string),
+                let name = d.sink.strip_prefix("slack_dm:").unwrap_or_default();
+                // Read again at sending time (a retry can come hours later): an approver
+                // is asked only while the request waits and they may still decide it;
+                // the requester only while they still are that user. Someone who may
+                // not, or has no Slack id any more, is not messaged: nothing to retry.
+                let asking = d.event == "request.created";
+                let to = if asking {
+                    if view.request.status != crate::domain::Status::Pending {
+                        return Ok(());
+                    }
+                    let approvers = self.approvers_with_slack(&view).map_err(|e| fail(e.user_message()))?;
+                    approvers.into_iter().find(|(n, _)| n == name).map(|(_, id)| id)
+                } else {
+                    facts.requester_slack.filter(|_| name == view.request.user).map(str::to_string)
                 };
                 let Some(to) = to else { return Ok(()) };
-                let buttons = approver.is_some() && dm.signing_secret.is_some();
+                let buttons = asking && dm.signing_secret.is_some();
                 let mut body = message::slack(&Facts { requester_slack: None, ..facts }, buttons);
                 body["channel"] = json!(to);
                 send::slack_api(&self.agent, &dm.post_message_url(), &dm.bot_token, body.to_string().as_bytes())
@@ -378,8 +395,8 @@ impl Worker {
     }
 }
 
-/// The notification channels of `n` that take `event` of `connection`.
-fn notification_sinks(n: &NotifyConfig, connection: &str, event: &str) -> Vec<String> {
+/// The notification channels of `n` that take events of `connection`.
+fn notification_sinks(n: &NotifyConfig, connection: &str) -> Vec<String> {
     let mut out = Vec::new();
     let kinds: [(&str, Vec<&Option<Vec<String>>>); 3] = [
         ("webhook", n.webhook.iter().map(|w| &w.connections).collect()),
@@ -395,10 +412,6 @@ fn notification_sinks(n: &NotifyConfig, connection: &str, event: &str) -> Vec<St
     }
     if n.email.as_ref().is_some_and(|e| config::applies(&e.connections, connection)) {
         out.push("email".into());
-    }
-    // The requester made the request: they hear of everything after it.
-    if event != "request.created" && n.slack_dm.as_ref().is_some_and(|d| config::applies(&d.connections, connection)) {
-        out.push("slack_dm".into());
     }
     out
 }

@@ -50,7 +50,7 @@ pub fn metrics(app: &App, call: &Call) -> Result<Reply> {
     let (waiting, dead) = app.store.read(crate::store::outbox::depth)?;
     let _ = writeln!(out, "# HELP jitgate_outbox_depth Events and deliveries waiting for hooks and notifications.\n# TYPE jitgate_outbox_depth gauge\njitgate_outbox_depth {waiting}");
     let _ = writeln!(out, "# HELP jitgate_outbox_dead Deliveries failed for good or interrupted by a restart.\n# TYPE jitgate_outbox_dead gauge\njitgate_outbox_dead {dead}");
-    let _ = writeln!(out, "# HELP jitgate_outbox_dead_by_sink Dead deliveries by sink kind (hook, webhook, slack, teams, email).\n# TYPE jitgate_outbox_dead_by_sink gauge");
+    let _ = writeln!(out, "# HELP jitgate_outbox_dead_by_sink Dead deliveries by sink kind (hook, webhook, slack, teams, email, slack_dm).\n# TYPE jitgate_outbox_dead_by_sink gauge");
     for (kind, n) in app.store.read(crate::store::outbox::dead_by_kind)? {
         let _ = writeln!(out, "jitgate_outbox_dead_by_sink{{kind=\"{kind}\"}} {n}");
     }
