@@ -4,7 +4,8 @@
 // the request with the long poll (`/wait`), so a decision made elsewhere shows up at
 // once. The server decides who may act (403/404/409); the page predicts it from
 // /me and the connection's approval groups, and shows the server's word when it
-// refuses.
+// refuses. Below, the grant's sessions of `jitgate connect`: each stream, its bytes
+// and end, and for PostgreSQL the SQL it sent (as text, never markup).
 
 import { api, ApiError, path } from './api.js';
 import {
@@ -68,6 +69,7 @@ export async function requestPage(ctx) {
   const done = h('p', { class: 'success', role: 'status', hidden: true });
   const liveNote = h('p', { class: 'warning', role: 'status', hidden: true });
   const timer = h('span', { role: 'timer', class: 'countdown' });
+  const sessions = h('div', { class: 'sessions' });
   let actionKey = '';
   // Outlives the redraws of the panel: a refusal stays on screen after the page
   // catches up with the state that caused it.
@@ -234,6 +236,40 @@ export async function requestPage(ctx) {
     timer.setAttribute('aria-label', `expires in ${countdown(left)}`);
   }
 
+  // The grant's sessions, read again whenever the request moves (a revoke ends them).
+  async function loadSessions() {
+    try {
+      const list = await api('GET', `/sessions?request=${encodeURIComponent(req.id)}&limit=20`, undefined, { signal: ctx.signal });
+      const full = await Promise.all(list.items.map((s) => api('GET', path`/sessions/${s.id}`, undefined, { signal: ctx.signal })));
+      replace(sessions, full.length ? full.map(sessionView) : h('p', { class: 'muted' }, 'No session: nobody has connected through jitgate with this grant.'));
+    } catch (e) {
+      if (!ctx.signal.aborted) replace(sessions, h('p', { class: 'muted' }, `Sessions could not be read (${e.message}).`));
+    }
+  }
+
+  function sessionView(s) {
+    const state = s.ended_at ? ['ended ', timeEl(s.ended_at), s.end_reason ? ` (${s.end_reason})` : ''] : h('strong', null, 'live');
+    return h('article', { class: 'session' },
+      h('h3', null, h('span', { class: 'mono' }, s.id), ' from ', s.client_addr || 'an unknown address'),
+      h('p', { class: 'muted' }, 'Started ', timeEl(s.started_at), ', ', state),
+      s.streams.length
+        ? h('ol', { class: 'streams' }, s.streams.map(streamView))
+        : h('p', { class: 'muted' }, 'No stream yet.'));
+  }
+
+  function streamView(st) {
+    const end = st.ended_at ? ['ended ', timeEl(st.ended_at), ` (${st.end_reason || '?'})`] : h('strong', null, 'live');
+    const total = st.queries_total ?? st.queries.length;
+    return h('li', { class: 'stream' },
+      h('p', null, h('span', { class: 'mono' }, st.id), ` to ${st.target}: `, `${st.bytes_up} B up, ${st.bytes_down} B down; `, end),
+      total > st.queries.length ? h('p', { class: 'muted' }, `The newest ${st.queries.length} of ${total} statements:`) : null,
+      st.queries.length
+        ? h('ol', { class: 'statements' }, st.queries.map((q) => h('li', null,
+          timeEl(q.at), ' ', h('span', { class: 'muted' }, q.kind), ' ',
+          h('code', { class: 'sql' }, q.sql), q.truncated ? h('span', { class: 'muted' }, ' (truncated)') : null)))
+        : null);
+  }
+
   async function refetch() {
     try {
       req = await api('GET', path`/requests/${req.id}`, undefined, { signal: ctx.signal });
@@ -253,7 +289,10 @@ export async function requestPage(ctx) {
         const moved = next.status !== req.status;
         req = next;
         render();
-        if (moved) ctx.announce(`The request is now ${req.status}.`);
+        if (moved) {
+          ctx.announce(`The request is now ${req.status}.`);
+          loadSessions();
+        }
       } catch (e) {
         if (ctx.signal.aborted || e.status === 401) return;
         if (e.status === 404) {
@@ -271,6 +310,7 @@ export async function requestPage(ctx) {
   render();
   ctx.every(1000, tick);
   follow();
+  loadSessions();
 
   return h('section', { class: 'request' },
     h('p', { class: 'crumbs' }, h('a', { href: '#/' }, '← All requests')),
@@ -286,5 +326,9 @@ export async function requestPage(ctx) {
       h('section', { 'aria-labelledby': 'h-approvals' }, h('h2', { id: 'h-approvals' }, 'Approval groups'), groups),
       h('section', { 'aria-labelledby': 'h-reviews' }, h('h2', { id: 'h-reviews' }, 'Reviews'), reviews)),
     done,
-    actions);
+    actions,
+    h('section', { 'aria-labelledby': 'h-sessions' },
+      h('h2', { id: 'h-sessions' }, 'Sessions'),
+      h('p', { class: 'muted' }, 'Each run of ', h('code', null, 'jitgate connect'), ' on this grant, its streams, and the SQL they sent.'),
+      sessions));
 }

@@ -13,6 +13,9 @@ use serde_json::{json, Value};
 pub enum SessionsCommand {
     /// The newest sessions you may see, newest first.
     List {
+        /// Only the sessions of this request (`req_…`).
+        #[arg(long)]
+        request: Option<String>,
         #[arg(long, default_value_t = 50)]
         limit: u32,
     },
@@ -33,8 +36,9 @@ pub enum SessionsCommand {
 
 pub fn run(api: &Api, out: Out, cmd: SessionsCommand) -> Result<i32> {
     match cmd {
-        SessionsCommand::List { limit } => {
-            let page = api.get(&format!("/api/v1/sessions?limit={limit}"))?;
+        SessionsCommand::List { request, limit } => {
+            let only = request.map(|r| format!("&request={}", enc(&r))).unwrap_or_default();
+            let page = api.get(&format!("/api/v1/sessions?limit={limit}{only}"))?;
             out.show(&page, || {
                 let rows: Vec<Vec<String>> = page["items"].as_array().into_iter().flatten().map(session_row).collect();
                 table(&["ID", "USER", "CONNECTION", "REQUEST", "STARTED", "ENDED", "CLIENT"], &rows)

@@ -45,10 +45,18 @@ fn row(r: &Row<'_>) -> rusqlite::Result<(i64, Session)> {
     ))
 }
 
-pub fn list(conn: &Connection, viewer: &User, page: &Page) -> Result<(Vec<Session>, Option<String>)> {
-    let mut stmt =
-        conn.prepare_cached(&format!("{SELECT} WHERE {VISIBLE} AND s.seq < ?3 ORDER BY s.seq DESC LIMIT ?4"))?;
-    let rows = stmt.query_map(params![viewer.admin, viewer.id, page.before_or_max(), page.fetch_limit()], row)?;
+/// Sessions the viewer may see, newest first; only those of `request` when given.
+pub fn list(
+    conn: &Connection,
+    viewer: &User,
+    request: Option<&str>,
+    page: &Page,
+) -> Result<(Vec<Session>, Option<String>)> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "{SELECT} WHERE {VISIBLE} AND s.seq < ?3 AND (?5 IS NULL OR r.id = ?5) ORDER BY s.seq DESC LIMIT ?4"
+    ))?;
+    let rows =
+        stmt.query_map(params![viewer.admin, viewer.id, page.before_or_max(), page.fetch_limit(), request], row)?;
     Ok(page.finish(rows.collect::<rusqlite::Result<Vec<_>>>()?))
 }
 

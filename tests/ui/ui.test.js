@@ -4,7 +4,12 @@
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startServer, launchBrowser, openPage, login, screenshot, PASSWORD } from './harness.js';
+import { spawn } from 'node:child_process';
+import { createServer, connect as tcpConnect } from 'node:net';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { startServer, launchBrowser, openPage, login, screenshot, PASSWORD, BIN } from './harness.js';
 
 let browser;
 before(async () => { browser = await launchBrowser(); });
@@ -321,5 +326,72 @@ test('wrong credentials and too many attempts get clear messages', async (t) => 
   await p.getByRole('button', { name: 'Log in' }).click();
   const msg = await text(p.getByRole('alert').filter({ hasText: 'Too many login attempts' }));
   assert.match(msg, /^Too many login attempts\. Wait and try again in \d+ seconds?\.$/);
+  assert.deepEqual(problems, []);
+});
+
+/** A PostgreSQL frontend message: `kind`, then the length, then `body`. */
+function pgMessage(kind, body) {
+  const len = Buffer.alloc(4);
+  len.writeUInt32BE(body.length + 4);
+  return Buffer.concat([kind ? Buffer.from(kind) : Buffer.alloc(0), len, body]);
+}
+
+test('a grant\'s sessions show their streams and the SQL they sent, as text', async (t) => {
+  const server = await world(t);
+  // A target that takes what it is sent: the gateway records the client's side.
+  const sink = createServer((sock) => sock.on('data', () => {}).on('error', () => {}));
+  await new Promise((resolve) => sink.listen(0, '127.0.0.1', resolve));
+  t.after(() => sink.close());
+  await server.admin.post('/connections', {
+    name: 'pg-lab', kind: 'postgres', target: `127.0.0.1:${sink.address().port}`, approval_groups: [],
+  });
+  const alice = await server.as('alice');
+  const { token } = await alice.post('/users/alice/tokens', { name: 'connect' }); // her own: she has a password
+  const home = mkdtempSync(join(tmpdir(), 'jitgate-ui-home-'));
+  const cli = spawn(BIN, ['connect', 'pg-lab', '--duration', '1h', '--port', '0'], {
+    env: { ...process.env, HOME: home, JITGATE_SERVER: server.url, JITGATE_TOKEN: token, JITGATE_CONFIG: join(home, 'none.toml') },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  t.after(() => cli.kill('SIGTERM'));
+  let out = '';
+  const port = await new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`connect did not listen:\n${out}`)), 30000);
+    const seen = (chunk) => {
+      out += chunk;
+      const m = out.match(/Listening on 127\.0\.0\.1:(\d+)/);
+      if (m) { clearTimeout(timer); resolve(Number(m[1])); }
+    };
+    cli.stdout.on('data', seen);
+    cli.stderr.on('data', seen);
+  });
+  // One stream: a startup message, then a query whose text is markup.
+  const sql = "select '<b onmouseover=alert(1)>bold</b>' as x";
+  await new Promise((resolve, reject) => {
+    const sock = tcpConnect(port, '127.0.0.1', () => {
+      const proto = Buffer.alloc(4);
+      proto.writeUInt32BE(196608);
+      sock.write(pgMessage(null, Buffer.concat([proto, Buffer.from('user\0alice\0\0')])));
+      sock.end(pgMessage('Q', Buffer.from(`${sql}\0`)), resolve);
+    });
+    sock.on('error', reject);
+  });
+  const [grant] = (await alice.get('/requests?connection=pg-lab')).items;
+  // The stream's end flushes its statements: wait for them rather than for a time.
+  for (let i = 0; i < 100; i += 1) {
+    const [s] = (await alice.get(`/sessions?request=${grant.id}`)).items;
+    const full = s && await alice.get(`/sessions/${s.id}`);
+    if (full?.streams?.[0]?.ended_at && full.streams[0].queries.length) break;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+
+  const { page: p, problems } = await page(t, server);
+  await p.goto(`/#/requests/${grant.id}`);
+  await login(p, 'alice');
+  const statement = p.locator('.sessions .sql');
+  await statement.waitFor();
+  assert.equal(await statement.textContent(), sql);
+  assert.equal(await p.locator('.sessions b, .sessions script').count(), 0);
+  assert.match(await text(p.locator('.sessions .stream')), /B up, \d+ B down; ended .*client closed/);
+  await screenshot(p, 'request-sessions');
   assert.deepEqual(problems, []);
 });

@@ -8,9 +8,13 @@ use crate::server::views;
 use crate::store::sessions;
 
 pub fn list(app: &App, call: &Call) -> Result<Reply> {
-    call.req.allow_query(&["limit", "cursor"])?;
+    call.req.allow_query(&["request", "limit", "cursor"])?;
     let who = call.who()?;
-    let (items, next) = app.store.read(|c| sessions::list(c, &who.user, &page_of(&call.req)?))?;
+    let request = call.req.query_str("request");
+    if let Some(r) = request {
+        crate::domain::check_name("request", r)?;
+    }
+    let (items, next) = app.store.read(|c| sessions::list(c, &who.user, request, &page_of(&call.req)?))?;
     Ok(page(items.iter().map(views::session).collect(), next))
 }
 
