@@ -252,6 +252,9 @@ export async function requestPage(ctx) {
     return h('article', { class: 'session' },
       h('h3', null, h('span', { class: 'mono' }, s.id), ' from ', s.client_addr || 'an unknown address'),
       h('p', { class: 'muted' }, 'Started ', timeEl(s.started_at), ', ', state),
+      (s.streams_total ?? 0) > s.streams.length
+        ? h('p', { class: 'muted' }, `The newest ${s.streams.length} of ${s.streams_total} streams:`)
+        : null,
       s.streams.length
         ? h('ol', { class: 'streams' }, s.streams.map(streamView))
         : h('p', { class: 'muted' }, 'No stream yet.'));

@@ -92,6 +92,10 @@ fn session_text(s: &Value) -> String {
     if streams.is_empty() {
         lines.push("  no streams".into());
     }
+    let total = s["streams_total"].as_u64().unwrap_or(streams.len() as u64);
+    if total > streams.len() as u64 {
+        lines.push(format!("  (the newest {} of {total} streams)", streams.len()));
+    }
     for st in &streams {
         let end = match st["ended_at"].as_str() {
             Some(at) => format!("ended {} ({})", line(&json!(at)), line(&st["end_reason"])),

@@ -85,13 +85,24 @@ pub fn record_queries(tx: &Transaction<'_>, seq: i64, batch: &[(i64, &'static st
     Ok(())
 }
 
-/// The streams of a session with their queries (the newest `per_stream` of each).
-pub fn of_session(conn: &Connection, session_id: &str, per_stream: i64) -> Result<Vec<Stream>> {
+/// How many streams a session has.
+pub fn count_of_session(conn: &Connection, session_id: &str) -> Result<i64> {
+    Ok(conn.row(
+        "SELECT count(*) FROM streams st JOIN sessions s ON s.seq = st.session_seq WHERE s.id = ?1",
+        [session_id],
+        |r| r.get(0),
+    )?)
+}
+
+/// The newest `max_streams` streams of a session, oldest first, with their queries
+/// (the newest `per_stream` of each): a session behind a connection pool can open
+/// thousands, and one answer must stay small.
+pub fn of_session(conn: &Connection, session_id: &str, max_streams: i64, per_stream: i64) -> Result<Vec<Stream>> {
     let mut stmt = conn.prepare_cached(
-        "SELECT st.seq, st.id, st.client_addr, st.target, st.started_at, st.ended_at, st.end_reason, st.bytes_up, st.bytes_down
-         FROM streams st JOIN sessions s ON s.seq = st.session_seq WHERE s.id = ?1 ORDER BY st.seq",
+        "SELECT * FROM (SELECT st.seq, st.id, st.client_addr, st.target, st.started_at, st.ended_at, st.end_reason, st.bytes_up, st.bytes_down
+         FROM streams st JOIN sessions s ON s.seq = st.session_seq WHERE s.id = ?1 ORDER BY st.seq DESC LIMIT ?2) ORDER BY seq",
     )?;
-    let rows = stmt.query_map([session_id], |r| {
+    let rows = stmt.query_map(params![session_id, max_streams], |r| {
         Ok((
             r.get::<_, i64>(0)?,
             Stream {

@@ -447,3 +447,29 @@ fn ending_a_session_cuts_its_streams() {
     let session = s.admin().get(&format!("/api/v1/sessions/{sid}")).expect(200).body;
     assert_eq!(session["streams"][0]["end_reason"], "session ended");
 }
+
+#[test]
+fn a_session_with_many_streams_shows_the_newest_and_says_how_many() {
+    let s = Server::start();
+    s.connection("echo", &[], json!({"kind": "tcp", "target": echo_server()}));
+    s.user("alice", &[]);
+    let token = mint(&s, "alice");
+    let mut c = Connect::start(&s, &token, &["echo", "--duration", "1h", "--port", "0"]);
+    let port = c.port();
+    // Each stream ends before the next: the per-grant cap counts live streams only.
+    for _ in 0..101 {
+        let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        echo_once(&mut stream, b"x");
+    }
+    let sid = s.admin().get("/api/v1/sessions").body["items"][0]["id"].as_str().unwrap().to_string();
+    wait_until("101 streams on record", Duration::from_secs(20), || {
+        s.admin().get(&format!("/api/v1/sessions/{sid}")).body["streams_total"] == 101
+    });
+    let session = s.admin().get(&format!("/api/v1/sessions/{sid}")).body;
+    assert_eq!(session["streams"].as_array().unwrap().len(), 100, "one answer stays small");
+    let (code, shown) = cli(&s, &token, &["sessions", "show", &sid]);
+    assert_eq!(code, 0, "{shown}");
+    assert!(shown.contains("(the newest 100 of 101 streams)"), "{shown}");
+    let (_, listed) = cli(&s, &token, &["sessions", "list", "--request", session["request_id"].as_str().unwrap()]);
+    assert!(listed.contains(&sid), "{listed}");
+}

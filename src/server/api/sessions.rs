@@ -18,15 +18,20 @@ pub fn list(app: &App, call: &Call) -> Result<Reply> {
     Ok(page(items.iter().map(views::session).collect(), next))
 }
 
+/// Streams one `GET /api/v1/sessions/{id}` shows at most (the newest).
+const MAX_STREAMS_SHOWN: i64 = 100;
+
 pub fn show(app: &App, call: &Call) -> Result<Reply> {
     let who = call.who()?;
     let id = call.param(0);
-    let (session, streams) = app.store.read(|c| {
+    let (session, (total, streams)) = app.store.read(|c| {
         let s = sessions::get(c, &who.user, id)?.ok_or_else(|| Error::not_found("session", id))?;
-        Ok((s, crate::store::streams::of_session(c, id, 200)?))
+        let total = crate::store::streams::count_of_session(c, id)?;
+        Ok((s, (total, crate::store::streams::of_session(c, id, MAX_STREAMS_SHOWN, 200)?)))
     })?;
     let mut body = views::session(&session);
     body["streams"] = serde_json::to_value(streams).unwrap_or_default();
+    body["streams_total"] = total.into();
     Ok(Reply::ok(&body))
 }
 
