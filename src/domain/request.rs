@@ -38,6 +38,14 @@ pub struct Request {
     pub end_reason: Option<String>,
 }
 
+impl Request {
+    /// The grant's end while it gives access at `now` (APPROVED and not yet
+    /// expired, whether or not the timer has recorded the expiry); `None` otherwise.
+    pub fn live_until(&self, now: i64) -> Option<i64> {
+        self.expires_at.filter(|e| *e > now && self.status == Status::Approved)
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Decision {
     Approve,

@@ -231,6 +231,15 @@ fn expiry_ends_grants_and_stale_requests() {
 }
 
 #[test]
+fn a_grant_gives_access_until_its_expiry_and_only_while_approved() {
+    let grant = approved("alice");
+    assert_eq!(grant.live_until(NOW + 7_199_999), Some(NOW + 7_200_000));
+    assert_eq!(grant.live_until(NOW + 7_200_000), None, "expired, recorded or not");
+    assert_eq!(Request { status: Status::Revoked, ..grant }.live_until(NOW), None);
+    assert_eq!(pending("alice").live_until(NOW), None);
+}
+
+#[test]
 fn a_deadline_that_passed_counts_before_the_timer_records_it() {
     let c = conn(&["dba"]);
     let grant = approved("alice");

@@ -140,8 +140,7 @@ impl Gateway {
         for id in ids {
             let Ok(view) = self.store.read(|c| requests::get(c, &id)) else { continue };
             let r = &view.request;
-            let live = r.status == Status::Approved && r.expires_at.is_some_and(|e| e > now);
-            if !live {
+            if r.live_until(now).is_none() {
                 self.cut_request(&id, &end_reason(r));
                 continue;
             }
@@ -194,8 +193,7 @@ impl Gateway {
             // Someone else's grant is as good as absent.
             return Err(Error::not_found("request", &request_id));
         }
-        let expires_at = r.expires_at.filter(|e| *e > now && r.status == Status::Approved);
-        let expires_at = expires_at.ok_or_else(|| Error::WrongState {
+        let expires_at = r.live_until(now).ok_or_else(|| Error::WrongState {
             id: request_id.clone(),
             status: r.status.to_string(),
             action: "tunnelled to",

@@ -219,8 +219,7 @@ impl Worker {
         // A grant hook that comes late (retries, a backlog) must not give access to a
         // grant that has ended meanwhile: it is recorded as skipped instead.
         let r = &view.request;
-        let grant_live = r.status == crate::domain::Status::Approved && r.expires_at.is_some_and(|e| e > now_ms());
-        if d.event == "request.approved" && !grant_live {
+        if d.event == "request.approved" && r.live_until(now_ms()).is_none() {
             let detail = json!({"sink": d.sink, "hook": on, "reason": format!("the grant is {} now", r.status)});
             return self.store.write(|tx| {
                 audit::append(tx, now_ms(), audit::SYSTEM, "hook.skipped", &d.request_id, detail.clone())?;

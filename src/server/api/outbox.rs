@@ -4,7 +4,6 @@
 //! dead deliveries back in the queue once the cause is fixed.
 
 use crate::audit;
-use crate::domain::Status;
 use crate::error::{Error, Result};
 use crate::server::app::{App, Call};
 use crate::server::http::{page, page_of, Reply};
@@ -81,9 +80,7 @@ pub fn retry(app: &App, call: &Call) -> Result<Reply> {
                 return Err(Error::conflict("hook_changed", format!("{sink}: {why}")));
             }
         }
-        if sinks.iter().any(|s| s.contains(":on_grant"))
-            && (r.status != Status::Approved || r.expires_at.is_none_or(|e| e <= call.now))
-        {
+        if sinks.iter().any(|s| s.contains(":on_grant")) && r.live_until(call.now).is_none() {
             return Err(Error::conflict(
                 "grant_not_live",
                 format!("{request} is {}: its on_grant hook must not run now", r.status),
