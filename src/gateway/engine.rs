@@ -23,7 +23,7 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::io;
 use std::os::fd::OwnedFd;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -64,13 +64,12 @@ struct Shared {
     inbox: Mutex<Inbox>,
     wake: OwnedFd,
     streams: AtomicUsize,
-    /// The loop has stopped (asked to, or failed): it takes nothing more.
-    closed: AtomicBool,
 }
 
 #[derive(Default)]
 struct Inbox {
     commands: Vec<Command>,
+    /// The loop has stopped (asked to, or failed): it takes nothing more.
     closed: bool,
 }
 
@@ -92,9 +91,12 @@ impl Shared {
         Ok(())
     }
 
+    fn is_closed(&self) -> bool {
+        self.inbox.lock().map_or(true, |inbox| inbox.closed)
+    }
+
     /// Marks the loop stopped; returns what was queued and never taken.
     fn close(&self) -> Vec<Command> {
-        self.closed.store(true, Ordering::Relaxed);
         match self.inbox.lock() {
             Ok(mut inbox) => {
                 inbox.closed = true;
@@ -121,7 +123,6 @@ impl Engine {
                 inbox: Mutex::default(),
                 wake,
                 streams: AtomicUsize::new(0),
-                closed: AtomicBool::new(false),
             });
             let mut lp = Loop::new(Arc::clone(&shared))?;
             let thread = std::thread::Builder::new().name(name.into()).spawn(move || lp.run())?;
@@ -140,7 +141,7 @@ impl Engine {
     /// pgbench and would put a session's parallel bulk streams on one core).
     /// A stream given after the engine stopped is ended at once, on this thread.
     pub fn spawn(&self, job: Job) {
-        let open = self.shards.iter().filter(|s| !s.shared.closed.load(Ordering::Relaxed));
+        let open = self.shards.iter().filter(|s| !s.shared.is_closed());
         let Some(shard) = open.min_by_key(|s| s.shared.streams.load(Ordering::Relaxed)) else {
             return end_unrun(job, "relay engine stopped");
         };
