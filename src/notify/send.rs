@@ -48,42 +48,43 @@ pub struct Failure {
 
 /// POSTs a JSON body with extra headers; any 2xx is success.
 pub fn post_json(agent: &ureq::Agent, url: &str, headers: &[(&str, String)], body: &[u8]) -> Result<(), Failure> {
-    let mut req = agent.post(url).set("Content-Type", "application/json");
-    for (k, v) in headers {
-        req = req.set(k, v);
-    }
-    match req.send_bytes(body) {
-        Ok(_) => Ok(()),
-        Err(ureq::Error::Status(code, resp)) => {
-            let retry_after =
-                resp.header("retry-after").and_then(|s| s.trim().parse::<u64>().ok()).map(Duration::from_secs);
-            Err(Failure { error: format!("HTTP {code} from the receiver"), retry_after })
-        }
-        Err(e) => Err(Failure { error: e.to_string(), retry_after: None }),
-    }
+    post(agent, url, headers, body, "the receiver").map(|_| ())
 }
 
 /// One call of Slack's Web API (`chat.postMessage`): Slack answers 200 with
 /// `{"ok": false, "error": …}` for most failures, so the body decides.
 pub fn slack_api(agent: &ureq::Agent, url: &str, token: &str, body: &[u8]) -> Result<(), Failure> {
-    let sent = agent
-        .post(url)
-        .set("Content-Type", "application/json; charset=utf-8")
-        .set("Authorization", &format!("Bearer {token}"))
-        .send_bytes(body);
-    match sent {
-        Ok(resp) => {
-            let answer: serde_json::Value = resp.into_json().unwrap_or_default();
-            if answer["ok"] == true {
-                return Ok(());
-            }
-            let error = answer["error"].as_str().unwrap_or("no \"ok\" in the answer");
-            Err(Failure { error: format!("Slack refused: {error}"), retry_after: None })
-        }
+    let headers = [
+        ("Content-Type", "application/json; charset=utf-8".to_string()),
+        ("Authorization", format!("Bearer {token}")),
+    ];
+    let answer: serde_json::Value = post(agent, url, &headers, body, "Slack")?.into_json().unwrap_or_default();
+    if answer["ok"] == true {
+        return Ok(());
+    }
+    let error = answer["error"].as_str().unwrap_or("no \"ok\" in the answer");
+    Err(Failure { error: format!("Slack refused: {error}"), retry_after: None })
+}
+
+/// The POST both share: a non-2xx answer is a failure that names `who` answered and
+/// carries its Retry-After.
+fn post(
+    agent: &ureq::Agent,
+    url: &str,
+    headers: &[(&str, String)],
+    body: &[u8],
+    who: &str,
+) -> Result<ureq::Response, Failure> {
+    let mut req = agent.post(url).set("Content-Type", "application/json");
+    for (k, v) in headers {
+        req = req.set(k, v);
+    }
+    match req.send_bytes(body) {
+        Ok(resp) => Ok(resp),
         Err(ureq::Error::Status(code, resp)) => {
             let retry_after =
                 resp.header("retry-after").and_then(|s| s.trim().parse::<u64>().ok()).map(Duration::from_secs);
-            Err(Failure { error: format!("HTTP {code} from Slack"), retry_after })
+            Err(Failure { error: format!("HTTP {code} from {who}"), retry_after })
         }
         Err(e) => Err(Failure { error: e.to_string(), retry_after: None }),
     }
