@@ -40,11 +40,22 @@ pub fn fatal(msg: &str) {
     let line = if JSON.load(Ordering::Relaxed) {
         record("ERROR", "jitgate", msg, true)
     } else {
-        let shown: String =
-            msg.chars().map(|c| if c.is_control() && c != '\n' && c != '\t' { '\u{fffd}' } else { c }).collect();
-        format!("jitgate: {shown}\n")
+        format!("jitgate: {}\n", printable(msg))
     };
     let _ = std::io::stderr().lock().write_all(line.as_bytes());
+}
+
+/// A character that could drive a terminal or hide what a line says: control
+/// characters, bidirectional overrides, Unicode line and paragraph separators.
+pub fn unsafe_char(c: char) -> bool {
+    c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{2028}' | '\u{2029}')
+}
+
+/// Text from others (reasons, recorded SQL, error messages) as it may reach a
+/// terminal: what [`unsafe_char`] names becomes U+FFFD, but newline and tab stay,
+/// so a multi-line message keeps its lines.
+pub fn printable(s: &str) -> String {
+    s.chars().map(|c| if unsafe_char(c) && c != '\n' && c != '\t' { '\u{fffd}' } else { c }).collect()
 }
 
 fn record(level: &str, target: &str, msg: &str, json: bool) -> String {
@@ -61,10 +72,7 @@ fn record(level: &str, target: &str, msg: &str, json: bool) -> String {
 fn one_line(msg: &str) -> std::borrow::Cow<'_, str> {
     // Line separators and bidirectional overrides too: a viewer may break or reorder
     // the line on them.
-    let escaped = |c: char| {
-        (c.is_control() && c != '\t')
-            || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{2028}' | '\u{2029}')
-    };
+    let escaped = |c: char| unsafe_char(c) && c != '\t';
     if !msg.chars().any(|c| escaped(c) || c == '\\') {
         return msg.into();
     }

@@ -261,7 +261,7 @@ fn serve_local_port(
                         let job = Job { relay, deadline: None, cut: Arc::new(Cut::default()), done: Box::new(|_| {}) };
                         engine.spawn(job);
                     }
-                    Err(e) => eprintln!("jitgate: stream refused: {}", super::output::clean(&e.log_detail())),
+                    Err(e) => eprintln!("jitgate: stream refused: {}", crate::log::printable(&e.log_detail())),
                 }
             });
         }
@@ -274,7 +274,7 @@ fn report_end(out: Out, r: &Value) -> i32 {
     let (id, by, why) = (
         text(&r["id"]),
         text(&r["ended_by"]),
-        r["end_reason"].as_str().map(|w| format!(": {}", super::output::clean(w))).unwrap_or_default(),
+        r["end_reason"].as_str().map(|w| format!(": {}", crate::log::printable(w))).unwrap_or_default(),
     );
     let (code, message) = match text(&r["status"]).as_str() {
         "REJECTED" => (EXIT_REJECTED, format!("Request {id} was rejected by {by}{why}")),

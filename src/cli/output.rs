@@ -97,25 +97,13 @@ fn visible_len(s: &str) -> usize {
     n
 }
 
-/// A value for people to read, made safe by [`clean`].
+/// A value for people to read, made safe by [`crate::log::printable`].
 pub fn text(v: &Value) -> String {
     match v {
         Value::Null => "-".into(),
-        Value::String(s) => clean(s),
+        Value::String(s) => crate::log::printable(s),
         other => other.to_string(),
     }
-}
-
-/// Text from others (reasons, recorded SQL, error messages) as it may reach a
-/// terminal: control characters other than newline and tab, bidirectional overrides
-/// and Unicode line separators become U+FFFD, so an escape sequence cannot drive the
-/// reader's terminal and reordered text cannot hide what a statement does.
-pub fn clean(s: &str) -> String {
-    let unsafe_char = |c: char| {
-        (c.is_control() && c != '\n' && c != '\t')
-            || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{2028}' | '\u{2029}')
-    };
-    s.chars().map(|c| if unsafe_char(c) { '\u{fffd}' } else { c }).collect()
 }
 
 /// [`text`] on one line: for a field in a list, where a newline would start a line

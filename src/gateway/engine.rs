@@ -119,11 +119,7 @@ impl Engine {
         let mut shards = Vec::new();
         for _ in 0..threads.max(1) {
             let wake = eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?;
-            let shared = Arc::new(Shared {
-                inbox: Mutex::default(),
-                wake,
-                streams: AtomicUsize::new(0),
-            });
+            let shared = Arc::new(Shared { inbox: Mutex::default(), wake, streams: AtomicUsize::new(0) });
             let mut lp = Loop::new(Arc::clone(&shared))?;
             let thread = std::thread::Builder::new().name(name.into()).spawn(move || lp.run())?;
             shards.push(Shard { shared, thread: Mutex::new(Some(thread)) });

@@ -54,10 +54,8 @@ pub fn post_json(agent: &ureq::Agent, url: &str, headers: &[(&str, String)], bod
 /// One call of Slack's Web API (`chat.postMessage`): Slack answers 200 with
 /// `{"ok": false, "error": …}` for most failures, so the body decides.
 pub fn slack_api(agent: &ureq::Agent, url: &str, token: &str, body: &[u8]) -> Result<(), Failure> {
-    let headers = [
-        ("Content-Type", "application/json; charset=utf-8".to_string()),
-        ("Authorization", format!("Bearer {token}")),
-    ];
+    let headers =
+        [("Content-Type", "application/json; charset=utf-8".to_string()), ("Authorization", format!("Bearer {token}"))];
     let answer: serde_json::Value = post(agent, url, &headers, body, "Slack")?.into_json().unwrap_or_default();
     if answer["ok"] == true {
         return Ok(());
