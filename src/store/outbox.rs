@@ -241,9 +241,11 @@ pub fn retry(
     Ok(Some((request, event, sinks)))
 }
 
-/// The event's sequence number from its public id (`evt_12` → 12).
-pub fn event_seq(event_id: &str) -> Option<i64> {
-    event_id.strip_prefix("evt_")?.parse().ok().filter(|n| *n > 0)
+/// The event's sequence number from its public id (`evt_12` → 12); only the form
+/// [`event_id`] writes (`evt_012` or `evt_+12` would name the same event under
+/// another id than the one on record).
+pub fn event_seq(id: &str) -> Option<i64> {
+    id.strip_prefix("evt_")?.parse().ok().filter(|n| *n > 0 && event_id(*n) == id)
 }
 
 /// The public id of an event: the same for every sink and every retry, so a
@@ -351,5 +353,6 @@ mod tests {
         assert_eq!(event_seq("evt_12"), Some(12));
         assert_eq!(event_seq("evt_0"), None);
         assert_eq!(event_seq("12"), None);
+        assert_eq!((event_seq("evt_012"), event_seq("evt_+12")), (None, None));
     }
 }

@@ -62,10 +62,8 @@ pub fn retry(app: &App, call: &Call) -> Result<Reply> {
     let who = call.who()?;
     let body: Retry = call.req.json()?;
     let id = call.param(0);
-    // Only the canonical form (`evt_7`, not `evt_007`): the audit trail is searched by it.
-    let seq =
-        outbox::event_seq(id).filter(|n| outbox::event_id(*n) == id).ok_or_else(|| Error::not_found("event", id))?;
-    let hooks = app.live.get().hooks.clone();
+    let seq = outbox::event_seq(id).ok_or_else(|| Error::not_found("event", id))?;
+    let live = app.live.get();
     let (request, sinks) = app.store.write(|tx| {
         let (request, event, sinks) = outbox::retry(tx, seq, body.sink.as_deref(), body.include_interrupted, call.now)?
             .ok_or_else(|| Error::not_found("event", id))?;
@@ -76,7 +74,7 @@ pub fn retry(app: &App, call: &Call) -> Result<Reply> {
         for sink in sinks.iter().filter(|s| s.starts_with("hook:")) {
             // The hook must still be the one the event was meant for: after an edit
             // and a reload its place may hold another command.
-            if let Err(why) = crate::gateway::hooks::HookConfig::for_sink(&hooks, sink, &r.connection, &event) {
+            if let Err(why) = crate::gateway::hooks::HookConfig::for_sink(&live.hooks, sink, &r.connection, &event) {
                 return Err(Error::conflict("hook_changed", format!("{sink}: {why}")));
             }
         }
